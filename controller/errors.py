@@ -1,0 +1,50 @@
+"""Error types of the controller. The CLI and the API turn them into messages in one place.
+
+    LiminalError
+     ├── InputError(problems)      a bad liminal.yml: stalled until a new commit arrives
+     ├── TransientError(retry_after) the world is not ready (network, service): retry later
+     ├── TargetError(key)          a target refused or failed to apply one resource
+     └── ConfigError               the controller itself is misconfigured: exit code 2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller.model import Problem
+
+__all__ = ["ConfigError", "InputError", "LiminalError", "TargetError", "TransientError"]
+
+
+class LiminalError(Exception):
+    """Base of every error the controller raises on purpose."""
+
+
+class InputError(LiminalError):
+    """The repository content is invalid; every problem carries file, line, column and path."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(sorted(problems, key=Problem.sort_key))
+        first = self.problems[0].render() if self.problems else "invalid input"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class TransientError(LiminalError):
+    """A temporary failure; the reconcile loop retries after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TargetError(LiminalError):
+    """A target failed to apply or delete the resource named by `key`."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class ConfigError(LiminalError):
+    """The controller's own configuration or command-line usage is wrong (exit code 2)."""

@@ -1,0 +1,249 @@
+"""Shared, immutable types passed between the stages (source -> load -> render -> plan -> apply).
+
+Every type is a frozen dataclass holding tuples and read-only mappings, so a stage can never
+change what an earlier stage produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "EMPTY",
+    "Endpoint",
+    "Executor",
+    "ExecutorType",
+    "Image",
+    "ImageType",
+    "Mount",
+    "Pipeline",
+    "Problem",
+    "Secret",
+    "SecretMount",
+    "Service",
+    "Spec",
+    "System",
+    "Task",
+    "Volume",
+    "freeze",
+]
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+"""The shared empty read-only mapping."""
+
+
+def freeze(value: Any) -> Any:
+    """Return a deep read-only copy of JSON-like data: dicts become mappings, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as a compiler would.
+
+    `line` and `col` are 1-based; `path` is a JSON path into the file (`$.pipelines[0].tasks[1]`).
+    `rule` names the check that failed, so tools can filter or count problems.
+    """
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+    rule: str
+
+    def render(self) -> str:
+        """Format as `file:line:col: error: path: message`, the shape editors and CI parse."""
+        return f"{self.file}:{self.line}:{self.col}: error: {self.path}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The problem as the JSON object `liminal validate --format json` prints."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.col,
+            "path": self.path,
+            "message": self.message,
+            "rule": self.rule,
+        }
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        """Order problems by file and position."""
+        return (self.file, self.line, self.col, self.message)
+
+
+class ImageType(enum.StrEnum):
+    """Image kinds Liminal builds."""
+
+    PYTHON = "python"
+    PYTHON_SERVER = "python_server"
+    SPARK = "spark"
+
+    @property
+    def serves_http(self) -> bool:
+        """True when the image runs the serving runtime."""
+        return self is ImageType.PYTHON_SERVER
+
+
+class ExecutorType(enum.StrEnum):
+    """Where a task runs."""
+
+    KUBERNETES = "kubernetes"
+    AIRFLOW = "airflow"
+    EMR = "emr"
+    DOCKER = "docker"
+
+    @property
+    def runs_containers(self) -> bool:
+        """True when the executor runs the task's image as a container."""
+        return self in (ExecutorType.KUBERNETES, ExecutorType.DOCKER)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An HTTP endpoint of a python_server image mapped to `module.function`."""
+
+    path: str
+    module: str
+    function: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image to build. `source` is relative to the repository root (POSIX separators)."""
+
+    name: str
+    type: ImageType
+    source: str
+    no_cache: bool
+    build_cmd: str | None
+    endpoints: tuple[Endpoint, ...]
+    defined_in: str
+
+
+@dataclass(frozen=True, slots=True)
+class Executor:
+    """A named executor; `options` are its extra settings (e.g. KubernetesPodOperator arguments)."""
+
+    name: str
+    type: ExecutorType
+    options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A volume tasks may mount."""
+
+    name: str
+    claim_name: str
+    local_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A volume mounted into a task's container."""
+
+    name: str
+    volume: str
+    path: str
+    sub_path: str | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret declared at the root of a liminal.yml."""
+
+    name: str
+    local_path_file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretMount:
+    """A declared secret made available to a task at `remote_path`."""
+
+    secret: str
+    remote_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task after defaults, super files and variables are applied.
+
+    `partitions` is Liminal's `executors: N`: N parallel copies of the task.
+    `external_image` is True when `image` is a full reference, not a declared image.
+    `options` holds the type-specific settings (spark `conf`, sql `query`, ...).
+    """
+
+    name: str
+    type: str
+    executor: str
+    executor_type: ExecutorType
+    image: str | None = None
+    external_image: bool = False
+    cmd: str | None = None
+    env_vars: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    mounts: tuple[Mount, ...] = ()
+    secrets: tuple[SecretMount, ...] = ()
+    partitions: int = 1
+    description: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A pipeline: one Airflow DAG. `tasks` are in run order, before/after tasks included."""
+
+    name: str
+    owner: str | None
+    start_date: dt.date
+    schedule: str | None
+    timeout_minutes: int
+    tasks: tuple[Task, ...]
+    description: str | None = None
+    default_args: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A long-running python_server service."""
+
+    name: str
+    image: str
+    description: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """One resolved liminal.yml (a subliminal with its super chain applied)."""
+
+    name: str
+    file: str
+    owner: str | None
+    supers: tuple[str, ...]
+    images: tuple[Image, ...]
+    executors: tuple[Executor, ...]
+    volumes: tuple[Volume, ...]
+    secrets: tuple[Secret, ...]
+    pipelines: tuple[Pipeline, ...]
+    services: tuple[Service, ...]
+    variables: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    monitoring: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """Everything a repository declares: the input of render."""
+
+    systems: tuple[System, ...]
+    files: tuple[str, ...] = field(default=())
