@@ -1,10 +1,10 @@
 """Error types of the controller. The CLI and the API turn them into messages in one place.
 
-    LiminalError
-     ├── InputError(problems)      a bad liminal.yml: stalled until a new commit arrives
-     ├── TransientError(retry_after) the world is not ready (network, service): retry later
-     ├── TargetError(key)          a target refused or failed to apply one resource
-     └── ConfigError               the controller itself is misconfigured: exit code 2
+LiminalError
+ ├── InputError(problems)      a bad liminal.yml: stalled until a new commit arrives
+ ├── TransientError(retry_after) the world is not ready (network, service): retry later
+ ├── TargetError(key)          a target refused or failed to apply one resource
+ └── ConfigError               the controller itself is misconfigured: exit code 2
 """
 
 from __future__ import annotations

@@ -48,9 +48,11 @@ COMMON_TASK: dict[str, Schema] = {
     "task": {**NAME, "description": "Task name, unique within its pipeline; becomes the Airflow task_id."},
     "type": ref("taskType", "Task type: what the task does."),
     "description": s("Free text shown in Airflow as the task's documentation."),
-    "executor": s("Name of an executor (see `executors`) that runs the task. Defaults per task type "
-                  "come from `task_defaults` (Liminal's base: kubernetes for python/spark, airflow for "
-                  "job_start/job_end)."),
+    "executor": s(
+        "Name of an executor (see `executors`) that runs the task. Defaults per task type "
+        "come from `task_defaults` (Liminal's base: kubernetes for python/spark, airflow for "
+        "job_start/job_end)."
+    ),
     "variables": {
         "description": "Task variables: a map, or the name of a map in the root `variables` section.",
         "type": ["object", "string"],
@@ -59,25 +61,40 @@ COMMON_TASK: dict[str, Schema] = {
     "env": {
         "type": "object",
         "description": "Not read by Liminal (it reads `env_vars`); accepted so that files written for it stay "
-                       "valid. Use `env_vars`.",
+        "valid. Use `env_vars`.",
     },
 }
 CONTAINER_TASK: dict[str, Schema] = {
-    "image": s("Image to run: the name of an image in `images`, or a full external reference with a tag "
-               "or digest (e.g. `python:3.11-slim`)."),
+    "image": s(
+        "Image to run: the name of an image in `images`, or a full external reference with a tag "
+        "or digest (e.g. `python:3.11-slim`)."
+    ),
     "cmd": s("Command run in the container (by `/bin/sh -c`)."),
     "mounts": MOUNTS,
     "secrets": TASK_SECRETS,
-    "executors": {"type": "integer", "minimum": 1, "maximum": 1000,
-                  "description": "Run N parallel partitions of this task; each is told its index and the "
-                                 "count through environment variables."},
-    "no_cache": {"type": "boolean", "description": "Accepted for compatibility; image caching is set on the image."},
+    "executors": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "description": "Run N parallel partitions of this task; each is told its index and the "
+        "count through environment variables.",
+    },
+    "no_cache": {
+        "type": "boolean",
+        "description": "Accepted for compatibility; image caching is set on the image.",
+    },
     "application_source": s("The application to run (a python file or jar)."),
-    "request_cpu": {"type": ["string", "number"], "description": "CPU request (Kubernetes quantity, e.g. `500m`)."},
+    "request_cpu": {
+        "type": ["string", "number"],
+        "description": "CPU request (Kubernetes quantity, e.g. `500m`).",
+    },
     "request_memory": s("Memory request (Kubernetes quantity, e.g. `512Mi`)."),
     "limit_cpu": {"type": ["string", "number"], "description": "CPU limit (Kubernetes quantity)."},
     "limit_memory": s("Memory limit (Kubernetes quantity)."),
-    "do_xcom_push": {"type": "boolean", "description": "Push the container's /airflow/xcom/return.json to XCom."},
+    "do_xcom_push": {
+        "type": "boolean",
+        "description": "Push the container's /airflow/xcom/return.json to XCom.",
+    },
     "output_path": s("Sets OUTPUT_PATH in the container."),
     "output_destination_path": s("Sets OUTPUT_DESTINATION_PATH in the container."),
 }
@@ -110,7 +127,11 @@ TASK_TYPES: dict[str, tuple[str, dict[str, Schema]]] = {
     "job_end": ("Marks the end of a pipeline run (metrics).", dict(COMMON_TASK)),
     "create_cloudformation_stack": (
         "Creates an AWS CloudFormation stack.",
-        {**COMMON_TASK, **STACK_TASK, "properties": {"type": "object", "description": "CreateStack parameters."}},
+        {
+            **COMMON_TASK,
+            **STACK_TASK,
+            "properties": {"type": "object", "description": "CreateStack parameters."},
+        },
     ),
     "delete_cloudformation_stack": ("Deletes an AWS CloudFormation stack.", {**COMMON_TASK, **STACK_TASK}),
     "pipeline": (
@@ -181,8 +202,7 @@ def build() -> Schema:
         "properties": {
             "endpoint": s("URL path served, e.g. `/predict`.", pattern="^/"),
             "module": s("Python module (dotted path) holding the function, relative to the image source."),
-            "function": s("Function called with the request's JSON body (or None); its return value is the "
-                          "response."),
+            "function": s("Function called with the request's JSON body (or None); its return value is the response."),
         },
     }
     defs["image"] = {
@@ -192,14 +212,20 @@ def build() -> Schema:
         "additionalProperties": False,
         "properties": {
             "image": {**NAME, "description": "Image name (a Docker repository name, optionally with a tag)."},
-            "type": {"title": "image type", "enum": ["python", "python_server", "spark"],
-                     "description": "`python`: your code with its requirements.txt; `python_server`: the same, "
-                                    "serving `endpoints` over HTTP; `spark`: a Spark-ready python image."},
+            "type": {
+                "title": "image type",
+                "enum": ["python", "python_server", "spark"],
+                "description": "`python`: your code with its requirements.txt; `python_server`: the same, "
+                "serving `endpoints` over HTTP; `spark`: a Spark-ready python image.",
+            },
             "source": s("Directory with the code to package, relative to this liminal.yml. Default `.`."),
             "no_cache": {"type": "boolean", "description": "Build without the Docker layer cache."},
             "build_cmd": s("Command run while building the image (e.g. to compile)."),
-            "endpoints": {"type": "array", "items": {"$ref": "#/$defs/endpoint"},
-                          "description": "HTTP endpoints of a python_server image."},
+            "endpoints": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/endpoint"},
+                "description": "HTTP endpoints of a python_server image.",
+            },
             "description": s("Free text."),
         },
     }
@@ -208,13 +234,16 @@ def build() -> Schema:
         "type": "object",
         "required": ["executor", "type"],
         "description": "Where tasks run. Keys besides these are passed on to the executor (for kubernetes: "
-                       "KubernetesPodOperator arguments such as `resources`; for emr: `cluster_name`, "
-                       "`cluster_id`, `aws_conn_id`, `properties`).",
+        "KubernetesPodOperator arguments such as `resources`; for emr: `cluster_name`, "
+        "`cluster_id`, `aws_conn_id`, `properties`).",
         "properties": {
             "executor": {**NAME, "description": "Executor name, referenced by tasks."},
-            "type": {"title": "executor type", "enum": ["kubernetes", "airflow", "emr", "docker"],
-                     "description": "`kubernetes`: a pod per task; `airflow`: inside Airflow (job_start/job_end); "
-                                    "`emr`: AWS EMR steps; `docker`: a container on the local Docker engine."},
+            "type": {
+                "title": "executor type",
+                "enum": ["kubernetes", "airflow", "emr", "docker"],
+                "description": "`kubernetes`: a pod per task; `airflow`: inside Airflow (job_start/job_end); "
+                "`emr`: AWS EMR steps; `docker`: a container on the local Docker engine.",
+            },
             "description": s("Free text."),
         },
         "additionalProperties": True,
@@ -227,9 +256,12 @@ def build() -> Schema:
         "properties": {
             "volume": {**NAME, "description": "Volume name, referenced by mounts."},
             "claim_name": s("PersistentVolumeClaim name. Default `<volume>-pvc`."),
-            "local": {"type": "object", "additionalProperties": False,
-                      "properties": {"path": s("Host directory backing the volume in local runs.")},
-                      "description": "Local (development) backing of the volume."},
+            "local": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"path": s("Host directory backing the volume in local runs.")},
+                "description": "Local (development) backing of the volume.",
+            },
             "description": s("Free text."),
         },
     }
@@ -250,19 +282,28 @@ def build() -> Schema:
         "additionalProperties": False,
         "description": "A long-running server built from a python_server image.",
         "properties": {
-            "service": {"type": ["string", "null"], "description": "Service name (a Kubernetes name is derived "
-                                                                   "from it)."},
+            "service": {
+                "type": ["string", "null"],
+                "description": "Service name (a Kubernetes name is derived from it).",
+            },
             "name": s("Service name, when `service` is left empty (accepted for compatibility)."),
             "description": s("Free text."),
             "image": s("Name of a python_server image in `images`."),
             "type": {"enum": ["python_server"], "description": "Service type."},
             "source": s("Accepted for compatibility; the image's `source` is what is built."),
-            "endpoints": {"type": "array", "items": {"$ref": "#/$defs/endpoint"},
-                          "description": "Accepted for compatibility; the image's `endpoints` are served."},
+            "endpoints": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/endpoint"},
+                "description": "Accepted for compatibility; the image's `endpoints` are served.",
+            },
             "env_vars": ENV_VARS,
             "replicas": {"type": "integer", "minimum": 0, "description": "Number of replicas. Default 1."},
-            "port": {"type": "integer", "minimum": 1, "maximum": 65535,
-                     "description": "Container port of the server. Default 80."},
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "description": "Container port of the server. Default 80.",
+            },
             "request_cpu": {"type": ["string", "number"], "description": "CPU request."},
             "request_memory": s("Memory request."),
             "limit_cpu": {"type": ["string", "number"], "description": "CPU limit."},
@@ -274,20 +315,31 @@ def build() -> Schema:
         "type": "object",
         "required": ["pipeline"],
         "description": "A pipeline: one Airflow DAG of tasks run in order. Keys besides these are passed to "
-                       "the DAG's default_args, as Liminal does.",
+        "the DAG's default_args, as Liminal does.",
         "properties": {
             "pipeline": {**NAME, "description": "Pipeline name: the Airflow dag_id. Unique per controller."},
             "owner": s("Owner shown in Airflow. Default: the root `owner`."),
             "description": s("Free text shown as the DAG's documentation."),
-            "start_date": {"type": "string", "format": "date",
-                           "description": "First logical date, `YYYY-MM-DD`."},
-            "schedule": {"type": ["string", "null"],
-                         "description": "Cron expression (`0 * * * *`) or Airflow preset (`@daily`); empty for "
-                                        "manual runs only."},
-            "timeout_minutes": {"type": "integer", "minimum": 1,
-                                "description": "A run that takes longer fails (dagrun_timeout)."},
-            "tasks": {"type": "array", "items": {"$ref": "#/$defs/task"},
-                      "description": "Tasks, run in order."},
+            "start_date": {
+                "type": "string",
+                "format": "date",
+                "description": "First logical date, `YYYY-MM-DD`.",
+            },
+            "schedule": {
+                "type": ["string", "null"],
+                "description": "Cron expression (`0 * * * *`) or Airflow preset (`@daily`); empty for "
+                "manual runs only.",
+            },
+            "timeout_minutes": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "A run that takes longer fails (dagrun_timeout).",
+            },
+            "tasks": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/task"},
+                "description": "Tasks, run in order.",
+            },
             "metrics": {"type": "object", "description": "Metrics namespace and backends for this pipeline."},
             "tags": {"type": "array", "items": {"type": "string"}, "description": "Extra Airflow DAG tags."},
         },
@@ -298,14 +350,23 @@ def build() -> Schema:
         "type": "object",
         "description": "Defaults merged into every pipeline (the pipeline wins). Free-form, as in Liminal.",
         "properties": {
-            "before_tasks": {"type": "array", "items": {"$ref": "#/$defs/task"},
-                             "description": "Tasks run before each pipeline's tasks (only from a `type: super` "
-                                            "file; outer supers' run first)."},
-            "after_tasks": {"type": "array", "items": {"$ref": "#/$defs/task"},
-                            "description": "Tasks run after each pipeline's tasks (only from a `type: super` "
-                                           "file; outer supers' run last)."},
-            "tasks": {"type": "array", "items": {"$ref": "#/$defs/task"},
-                      "description": "Tasks of a pipeline that declares none."},
+            "before_tasks": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/task"},
+                "description": "Tasks run before each pipeline's tasks (only from a `type: super` "
+                "file; outer supers' run first).",
+            },
+            "after_tasks": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/task"},
+                "description": "Tasks run after each pipeline's tasks (only from a `type: super` "
+                "file; outer supers' run last).",
+            },
+            "tasks": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/task"},
+                "description": "Tasks of a pipeline that declares none.",
+            },
             "description": s("Free text."),
         },
         "additionalProperties": True,
@@ -314,7 +375,7 @@ def build() -> Schema:
         "title": "task defaults",
         "type": "object",
         "description": "Defaults per task type, merged into every task of that type (the task wins; maps such "
-                       "as env_vars are merged).",
+        "as env_vars are merged).",
         "properties": {
             "description": s("Free text."),
             **{kind: {"$ref": f"#/$defs/{kind}TaskDefaults"} for kind in TASK_TYPES if kind != "pipeline"},
@@ -327,10 +388,16 @@ def build() -> Schema:
         "additionalProperties": False,
         "description": "Where pipeline metrics and alerts go.",
         "properties": {
-            "metrics_backends": {"type": "array", "items": {"type": "object", "required": ["metrics_backend", "type"]},
-                                 "description": "Metrics backends (`metrics_backend`, `type`, backend settings)."},
-            "alerts_backends": {"type": "array", "items": {"type": "object", "required": ["alerts_backend", "type"]},
-                                "description": "Alert backends paired with a metrics backend."},
+            "metrics_backends": {
+                "type": "array",
+                "items": {"type": "object", "required": ["metrics_backend", "type"]},
+                "description": "Metrics backends (`metrics_backend`, `type`, backend settings).",
+            },
+            "alerts_backends": {
+                "type": "array",
+                "items": {"type": "object", "required": ["alerts_backend", "type"]},
+                "description": "Alert backends paired with a metrics backend.",
+            },
         },
     }
     root = {
@@ -338,35 +405,66 @@ def build() -> Schema:
         "$id": SCHEMA_ID,
         "title": "liminal.yml",
         "description": "An Apache Liminal system: images, pipelines and services, deployed by the Liminal "
-                       "GitOps controller.",
+        "GitOps controller.",
         "type": "object",
         "required": ["name"],
         "additionalProperties": False,
         "properties": {
             "name": {**NAME, "description": "Name of this liminal system; `super` files are found by it."},
             "owner": s("Default owner of the pipelines."),
-            "type": {"enum": ["super", "sub"],
-                     "description": "`super`: a base other files inherit from; `sub` (default): a deployable system."},
+            "type": {
+                "enum": ["super", "sub"],
+                "description": "`super`: a base other files inherit from; `sub` (default): a deployable system.",
+            },
             "super": s("Name of the `type: super` file this one inherits from. Default: Liminal's base."),
             "description": s("Free text."),
-            "always_run": {"type": "boolean", "description": "Run every task even when an earlier one failed."},
-            "variables": {"type": "object", "description": "Values for `{{name}}` placeholders, filled when the "
-                                                           "file is loaded (Airflow's own, such as `{{ds}}`, are "
-                                                           "left for run time)."},
-            "volumes": {"type": "array", "items": {"$ref": "#/$defs/volume"}, "description": "Volumes tasks mount."},
-            "images": {"type": "array", "items": {"$ref": "#/$defs/image"}, "description": "Images to build."},
-            "executors": {"type": "array", "items": {"$ref": "#/$defs/executor"},
-                          "description": "Executors tasks run on (merged with the super files')."},
-            "pipelines": {"type": "array", "items": {"$ref": "#/$defs/pipeline"},
-                          "description": "Pipelines: Airflow DAGs."},
-            "services": {"type": "array", "items": {"$ref": "#/$defs/service"},
-                         "description": "Long-running servers."},
+            "always_run": {
+                "type": "boolean",
+                "description": "Run every task even when an earlier one failed.",
+            },
+            "variables": {
+                "type": "object",
+                "description": "Values for `{{name}}` placeholders, filled when the "
+                "file is loaded (Airflow's own, such as `{{ds}}`, are "
+                "left for run time).",
+            },
+            "volumes": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/volume"},
+                "description": "Volumes tasks mount.",
+            },
+            "images": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/image"},
+                "description": "Images to build.",
+            },
+            "executors": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/executor"},
+                "description": "Executors tasks run on (merged with the super files').",
+            },
+            "pipelines": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/pipeline"},
+                "description": "Pipelines: Airflow DAGs.",
+            },
+            "services": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/service"},
+                "description": "Long-running servers.",
+            },
             "pipeline_defaults": {"$ref": "#/$defs/pipelineDefaults"},
             "task_defaults": {"$ref": "#/$defs/taskDefaults"},
-            "service_defaults": {"type": "object",
-                                 "description": "Defaults merged into every service (the service wins). Free-form."},
+            "service_defaults": {
+                "type": "object",
+                "description": "Defaults merged into every service (the service wins). Free-form.",
+            },
             "monitoring": {"$ref": "#/$defs/monitoring"},
-            "secrets": {"type": "array", "items": {"$ref": "#/$defs/secret"}, "description": "Secrets tasks use."},
+            "secrets": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/secret"},
+                "description": "Secrets tasks use.",
+            },
         },
         "$defs": defs,
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -22,7 +22,7 @@ from controller.model import Problem, Spec, System
 from controller.spec.resolve import Document, resolve_system
 from controller.spec.schema import check_schema, load_schema
 from controller.spec.validate import SourceFile, check_unique, k8s_name, service_name, validate_system
-from controller.spec.yaml_positions import Limits, Node, parse_yaml
+from controller.spec.yaml_positions import DEFAULT_LIMITS, Limits, Node, parse_yaml
 
 __all__ = ["CONFIG_NAMES", "discover", "load"]
 
@@ -100,8 +100,16 @@ def _parse(source: SourceFile, limits: Limits) -> tuple[Node | None, list[Proble
     try:
         size = source.path.stat().st_size
         if size > limits.max_bytes:
-            return None, [Problem(source.display, 1, 1, "$", f"file is {size} bytes; the limit is {limits.max_bytes}",
-                                  "too-large")]
+            return None, [
+                Problem(
+                    source.display,
+                    1,
+                    1,
+                    "$",
+                    f"file is {size} bytes; the limit is {limits.max_bytes}",
+                    "too-large",
+                )
+            ]
         data = source.path.read_bytes()
     except OSError as exc:
         return None, [Problem(source.display, 1, 1, "$", f"cannot read file: {exc.strerror}", "io")]
@@ -110,8 +118,7 @@ def _parse(source: SourceFile, limits: Limits) -> tuple[Node | None, list[Proble
     except InputError as exc:
         return None, list(exc.problems)
     if root.value is None:
-        return None, [Problem(source.display, 1, 1, "$", "file is empty; a liminal.yml needs at least `name`",
-                              "empty")]
+        return None, [Problem(source.display, 1, 1, "$", "file is empty; a liminal.yml needs at least `name`", "empty")]
     if not isinstance(root.value, dict):
         return None, [root.problem("the top level must be a mapping (name: ..., pipelines: ...)", "schema/type")]
     return root, []
@@ -121,11 +128,16 @@ def _file_rules(doc: Document) -> list[Problem]:
     """Rules about one file as written (before merging hides duplicates)."""
     problems: list[Problem] = []
     root = doc.root
-    for section, key in (("images", "image"), ("executors", "executor"), ("pipelines", "pipeline"),
-                         ("volumes", "volume"), ("secrets", "secret")):
+    for section, key in (
+        ("images", "image"),
+        ("executors", "executor"),
+        ("pipelines", "pipeline"),
+        ("volumes", "volume"),
+        ("secrets", "secret"),
+    ):
         node = root.get(section)
         items = node.value if node is not None and isinstance(node.value, list) else []
-        check_unique(problems, items, lambda n, k=key: _str(n.get(k)), key, "unique-name")
+        check_unique(problems, items, _named(key), key, "unique-name")
     services = root.get("services")
     check_unique(problems, services.value if services is not None else [], service_name, "service", "unique-name")
     pd = root.get("pipeline_defaults")
@@ -133,17 +145,29 @@ def _file_rules(doc: Document) -> list[Problem]:
         for key in ("before_tasks", "after_tasks"):
             node = pd.get(key)
             if node is not None:
-                problems.append(node.problem(
-                    f"{key} only take effect in a `type: super` file (Liminal ignores them here); move them to "
-                    "a super file", "ineffective-key", at_key=True))
+                problems.append(
+                    node.problem(
+                        f"{key} only take effect in a `type: super` file (Liminal ignores them here); move them to "
+                        "a super file",
+                        "ineffective-key",
+                        at_key=True,
+                    )
+                )
     return problems
+
+
+def _named(key: str) -> Callable[[Node], str | None]:
+    def name(node: Node) -> str | None:
+        return _str(node.get(key))
+
+    return name
 
 
 def _str(node: Node | None) -> str | None:
     return node.value if node is not None and isinstance(node.value, str) else None
 
 
-def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits = Limits()) -> Spec:
+def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits = DEFAULT_LIMITS) -> Spec:
     """Load, resolve and validate a set of liminal.yml files as one repository.
 
     `super` names are resolved across all `files` (Liminal's base is built in). `environ` is
@@ -173,9 +197,12 @@ def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits
         if name in documents:
             first = documents[name].root
             assert name_node is not None
-            problems.append(name_node.problem(
-                f"two files are named '{name}' (the other is {first.file}); names identify files for `super`",
-                "duplicate-liminal-name"))
+            problems.append(
+                name_node.problem(
+                    f"two files are named '{name}' (the other is {first.file}); names identify files for `super`",
+                    "duplicate-liminal-name",
+                )
+            )
             continue
         documents[name] = doc
 
@@ -224,9 +251,13 @@ def _cross_system_rules(systems: list[System], documents: Mapping[str, Document]
             if name is None:
                 continue
             if name in seen_pipelines and seen_pipelines[name] != system.name:
-                problems.append(pipeline_node.problem(
-                    f"pipeline '{name}' is also defined by '{seen_pipelines[name]}'; pipeline names become "
-                    "Airflow dag_ids and must be unique", "unique-name"))
+                problems.append(
+                    pipeline_node.problem(
+                        f"pipeline '{name}' is also defined by '{seen_pipelines[name]}'; pipeline names become "
+                        "Airflow dag_ids and must be unique",
+                        "unique-name",
+                    )
+                )
             seen_pipelines.setdefault(name, system.name)
         for service_node in _list(root.get("services")):
             name = service_name(service_node)
@@ -235,9 +266,12 @@ def _cross_system_rules(systems: list[System], documents: Mapping[str, Document]
             mapped = k8s_name(name)
             if mapped in seen_services and seen_services[mapped][1] != system.name:
                 other, owner = seen_services[mapped]
-                problems.append(service_node.problem(
-                    f"service '{name}' becomes the Kubernetes name '{mapped}', as does '{other}' of '{owner}'",
-                    "name-collision"))
+                problems.append(
+                    service_node.problem(
+                        f"service '{name}' becomes the Kubernetes name '{mapped}', as does '{other}' of '{owner}'",
+                        "name-collision",
+                    )
+                )
             seen_services.setdefault(mapped, (name, system.name))
 
 

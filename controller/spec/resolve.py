@@ -31,14 +31,48 @@ PLACEHOLDER = re.compile(r"{{\s*([a-zA-Z0-9._-]+)\s*}}")
 
 AIRFLOW_RUNTIME_NAMES = frozenset(
     {
-        "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "yesterday_ds", "yesterday_ds_nodash",
-        "tomorrow_ds", "tomorrow_ds_nodash", "prev_ds", "prev_ds_nodash", "next_ds", "next_ds_nodash",
-        "execution_date", "logical_date", "data_interval_start", "data_interval_end",
-        "prev_data_interval_start_success", "prev_data_interval_end_success", "prev_start_date_success",
-        "prev_end_date_success", "run_id", "dag", "task", "task_instance", "ti", "params", "var", "conn",
-        "macros", "dag_run", "conf", "test_mode", "inlets", "outlets", "triggering_dataset_events",
-        "triggering_asset_events", "task_instance_key_str", "expanded_ti_count", "map_index_template",
-        "outlet_events", "inlet_events",
+        "ds",
+        "ds_nodash",
+        "ts",
+        "ts_nodash",
+        "ts_nodash_with_tz",
+        "yesterday_ds",
+        "yesterday_ds_nodash",
+        "tomorrow_ds",
+        "tomorrow_ds_nodash",
+        "prev_ds",
+        "prev_ds_nodash",
+        "next_ds",
+        "next_ds_nodash",
+        "execution_date",
+        "logical_date",
+        "data_interval_start",
+        "data_interval_end",
+        "prev_data_interval_start_success",
+        "prev_data_interval_end_success",
+        "prev_start_date_success",
+        "prev_end_date_success",
+        "run_id",
+        "dag",
+        "task",
+        "task_instance",
+        "ti",
+        "params",
+        "var",
+        "conn",
+        "macros",
+        "dag_run",
+        "conf",
+        "test_mode",
+        "inlets",
+        "outlets",
+        "triggering_dataset_events",
+        "triggering_asset_events",
+        "task_instance_key_str",
+        "expanded_ti_count",
+        "map_index_template",
+        "outlet_events",
+        "inlet_events",
     }
 )
 """Names Airflow puts in a task's template context; `{{name}}` or `{{name.x}}` stays for run time."""
@@ -121,8 +155,9 @@ class _Resolver:
         if found is None:
             known = sorted(d.name for d in self.documents.values() if d.is_super)
             hint = f"; super files given: {', '.join(known)}" if known else ""
-            raise InputError([where.problem(f"super '{wanted}' not found among the files given{hint}",
-                                            "super-missing")])
+            raise InputError(
+                [where.problem(f"super '{wanted}' not found among the files given{hint}", "super-missing")]
+            )
         if not found.is_super:
             raise InputError([where.problem(f"super '{wanted}' is not a `type: super` file", "super-not-super")])
         if wanted in chain:
@@ -167,7 +202,9 @@ def _merge_sub_and_super(sub: Node, supr: Node) -> Node:
     super_pd = _map(supr, "pipeline_defaults")
     before = _list(super_pd, "before_tasks")
     after = _list(super_pd, "after_tasks")
-    super_pd = super_pd.with_value({k: v for k, v in super_pd.value.items() if k not in ("before_tasks", "after_tasks")})
+    super_pd = super_pd.with_value(
+        {k: v for k, v in super_pd.value.items() if k not in ("before_tasks", "after_tasks")}
+    )
     pipeline_defaults = merge(_map(sub, "pipeline_defaults"), super_pd)
     task_defaults = merge(_map(sub, "task_defaults"), _map(supr, "task_defaults"))
     out = dict(sub.value)
@@ -212,7 +249,7 @@ def _render_variables(variables: Node, environ: Mapping[str, str]) -> dict[str, 
             return done[name]
         node = raw[name]
         if name in visiting:
-            cycle = " -> ".join([*visiting[visiting.index(name):], name])
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
             raise InputError([node.problem(f"variables refer to each other in a loop: {cycle}", "variable-cycle")])
         visiting.append(name)
         result = _plain_substituted(node, lookup)
@@ -295,4 +332,3 @@ def resolve_system(
 
     body = {k: (v if k == "variables" else _substitute(v, lookup)) for k, v in merged.value.items()}
     return merged.with_value(body), chain, variables
-

@@ -38,7 +38,8 @@ def load_schema() -> dict[str, Any]:
 def _validator() -> jsonschema.protocols.Validator:
     schema = load_schema()
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    validator: jsonschema.protocols.Validator = cls(schema)
+    return validator
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -103,27 +104,32 @@ def _quoted(value: Any) -> str:
 
 def _problems(err: SchemaViolation, root: Node) -> Iterator[Problem]:
     node = _find(root, err.absolute_path)
-    title = err.schema.get("title") if isinstance(err.schema, dict) else None
+    schema: dict[str, Any] = err.schema if isinstance(err.schema, dict) else {}
+    expected: Any = err.validator_value
+    title = schema.get("title")
     kind = err.validator
     if kind == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = list(err.schema.get("properties", {}))
+        allowed = list(schema.get("properties", {}))
         for key in err.instance:
             if key in allowed:
                 continue
             child = node.get(key)
             where = child if child is not None else node
             what = f" in {title}" if title else ""
-            yield where.problem(f"unknown key '{key}'{what}{suggest(key, allowed)}", "schema/unknown-key",
-                                at_key=child is not None)
+            yield where.problem(
+                f"unknown key '{key}'{what}{suggest(key, allowed)}",
+                "schema/unknown-key",
+                at_key=child is not None,
+            )
         return
     if kind == "required":
-        missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
+        missing = [k for k in expected if isinstance(err.instance, dict) and k not in err.instance]
         what = f" {title}" if title else ""
         for key in missing:
             yield node.problem(f"missing required key '{key}' in{what or ' this mapping'}", "schema/required")
         return
     if kind == "enum":
-        choices = [str(c) for c in err.validator_value]
+        choices = [str(c) for c in expected]
         label = title or "value"
         yield node.problem(
             f"unknown {label} {_quoted(err.instance)}; expected one of: {', '.join(choices)}"
@@ -132,19 +138,19 @@ def _problems(err: SchemaViolation, root: Node) -> Iterator[Problem]:
         )
         return
     if kind == "type":
-        expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        words = " or ".join(_JSON_TYPES.get(t, t) for t in expected)
+        expected = expected if isinstance(expected, list) else [expected]
+        words = " or ".join(_JSON_TYPES.get(str(t), str(t)) for t in expected)
         yield node.problem(f"expected {words}, got {_describe(err.instance)}", "schema/type")
         return
     if kind in ("minimum", "maximum"):
         op = ">=" if kind == "minimum" else "<="
-        yield node.problem(f"must be {op} {err.validator_value}, got {err.instance}", "schema/range")
+        yield node.problem(f"must be {op} {expected}, got {err.instance}", "schema/range")
         return
     if kind == "minLength":
         yield node.problem("must not be empty", "schema/empty")
         return
     if kind == "pattern":
-        yield node.problem(f"{_describe(err.instance)} must match {err.validator_value}", "schema/pattern")
+        yield node.problem(f"{_describe(err.instance)} must match {expected}", "schema/pattern")
         return
     yield node.problem(err.message, f"schema/{kind}")
 

@@ -62,8 +62,9 @@ def spec_as_text(spec: Spec) -> str:
         out.append(f"system {system.name}  ({system.file}; inherits: {chain})")
         for image in system.images:
             eps = ", ".join(f"{e.path} -> {e.module}.{e.function}" for e in image.endpoints)
-            out.append(f"  image {image.name}  [{image.type}]  source: {image.source}" + (f"  endpoints: {eps}" if eps
-                                                                                           else ""))
+            out.append(
+                f"  image {image.name}  [{image.type}]  source: {image.source}" + (f"  endpoints: {eps}" if eps else "")
+            )
         for pipeline in system.pipelines:
             out.append(
                 f"  pipeline {pipeline.name}  schedule: {pipeline.schedule or 'none'}  start: "

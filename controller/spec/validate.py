@@ -45,21 +45,61 @@ K8S_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 DOCKER_REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-SCHEDULE_PRESETS = frozenset({"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly",
-                              "@quarterly", "@yearly", "@annually", "@none"})
+SCHEDULE_PRESETS = frozenset(
+    {
+        "@once",
+        "@continuous",
+        "@hourly",
+        "@daily",
+        "@weekly",
+        "@monthly",
+        "@quarterly",
+        "@yearly",
+        "@annually",
+        "@none",
+    }
+)
 
 # Which executor types can run which task types.
 EXECUTOR_TASK_TYPES: Mapping[ExecutorType, frozenset[str]] = {
     ExecutorType.KUBERNETES: frozenset({"python", "spark"}),
     ExecutorType.DOCKER: frozenset({"python", "spark"}),
     ExecutorType.EMR: frozenset({"spark", "sql"}),
-    ExecutorType.AIRFLOW: frozenset({"job_start", "job_end", "create_cloudformation_stack",
-                                     "delete_cloudformation_stack"}),
+    ExecutorType.AIRFLOW: frozenset(
+        {"job_start", "job_end", "create_cloudformation_stack", "delete_cloudformation_stack"}
+    ),
 }
-_TASK_KNOWN = frozenset({"task", "type", "description", "executor", "image", "cmd", "env_vars", "mounts",
-                         "secrets", "executors", "env", "variables", "no_cache"})
-_PIPELINE_KNOWN = frozenset({"pipeline", "owner", "start_date", "schedule", "schedule_interval",
-                             "timeout_minutes", "tasks", "description", "before_tasks", "after_tasks"})
+_TASK_KNOWN = frozenset(
+    {
+        "task",
+        "type",
+        "description",
+        "executor",
+        "image",
+        "cmd",
+        "env_vars",
+        "mounts",
+        "secrets",
+        "executors",
+        "env",
+        "variables",
+        "no_cache",
+    }
+)
+_PIPELINE_KNOWN = frozenset(
+    {
+        "pipeline",
+        "owner",
+        "start_date",
+        "schedule",
+        "schedule_interval",
+        "timeout_minutes",
+        "tasks",
+        "description",
+        "before_tasks",
+        "after_tasks",
+    }
+)
 _SERVICE_KNOWN = frozenset({"service", "name", "description", "image"})
 
 
@@ -99,7 +139,11 @@ def _items(node: Node | None) -> list[Node]:
 
 
 def check_unique(
-    ctx_problems: list[Problem], nodes: Iterable[Node], key: Callable[[Node], str | None], what: str, rule: str
+    ctx_problems: list[Problem],
+    nodes: Iterable[Node],
+    key: Callable[[Node], str | None],
+    what: str,
+    rule: str,
 ) -> None:
     """Report every node whose `key` repeats an earlier one, naming where the first one is."""
     seen: dict[str, Node] = {}
@@ -128,14 +172,21 @@ def _k8s_collisions(ctx: _Context, nodes: list[tuple[str, Node]], what: str) -> 
     for name, node in nodes:
         mapped = k8s_name(name)
         if not K8S_LABEL.match(mapped) or len(mapped) > 63:
-            ctx.add(node, f"{what} name '{name}' cannot become a Kubernetes name (got '{mapped}'; use letters, "
-                          "digits, '-' and '_', at most 63, starting and ending with a letter or digit)",
-                    "name-mapping")
+            ctx.add(
+                node,
+                f"{what} name '{name}' cannot become a Kubernetes name (got '{mapped}'; use letters, "
+                "digits, '-' and '_', at most 63, starting and ending with a letter or digit)",
+                "name-mapping",
+            )
             continue
         if mapped in seen and seen[mapped][0] != name:
             other, first = seen[mapped]
-            ctx.add(node, f"{what} '{name}' and '{other}' (at {first.file}:{first.line}:{first.col}) both become "
-                          f"the Kubernetes name '{mapped}'", "name-collision")
+            ctx.add(
+                node,
+                f"{what} '{name}' and '{other}' (at {first.file}:{first.line}:{first.col}) both become "
+                f"the Kubernetes name '{mapped}'",
+                "name-collision",
+            )
             continue
         seen.setdefault(mapped, (name, node))
 
@@ -166,25 +217,38 @@ def _source_dir(ctx: _Context, system_file: str, image: Node, source_node: Node 
     if src is None:  # an image from the built-in base file: nothing on disk to check
         return source
     if Path(source).is_absolute() or ".." in Path(source).parts:
-        ctx.add(where, f"source '{source}' must be a relative path inside the repository (no '..', not absolute)",
-                "source-escape")
+        ctx.add(
+            where,
+            f"source '{source}' must be a relative path inside the repository (no '..', not absolute)",
+            "source-escape",
+        )
         return source
     root = src.root.resolve()
     target = src.path.parent / source
     resolved = target.resolve()
     if not resolved.is_relative_to(root):
-        ctx.add(where, f"source '{source}' leads outside the repository (through a symlink) to {resolved}",
-                "source-escape")
+        ctx.add(
+            where,
+            f"source '{source}' leads outside the repository (through a symlink) to {resolved}",
+            "source-escape",
+        )
         return source
     if not resolved.is_dir():
         what = "is not a directory" if resolved.exists() else "does not exist"
-        ctx.add(where, f"source '{source}' {what} (looked for {resolved.relative_to(root).as_posix() or '.'}/ "
-                       "in the repository)", "source-missing")
+        ctx.add(
+            where,
+            f"source '{source}' {what} (looked for {resolved.relative_to(root).as_posix() or '.'}/ in the repository)",
+            "source-missing",
+        )
         return source
     escaping = _escaping_symlink(resolved, root)
     if escaping is not None:
-        ctx.add(where, f"source '{source}' contains a symlink leading outside the repository: "
-                       f"{escaping.relative_to(root).as_posix()}", "source-escape")
+        ctx.add(
+            where,
+            f"source '{source}' contains a symlink leading outside the repository: "
+            f"{escaping.relative_to(root).as_posix()}",
+            "source-escape",
+        )
     return resolved.relative_to(root).as_posix() or "."
 
 
@@ -207,8 +271,11 @@ def _endpoints(ctx: _Context, image: Node) -> tuple[Endpoint, ...]:
         if module is None or function is None or path is None:
             continue
         if not all(part.isidentifier() and not keyword.iskeyword(part) for part in module.split(".")):
-            ctx.add(ep.get("module") or ep, f"module '{module}' is not a Python module path (identifiers "
-                                            "separated by dots)", "identifier")
+            ctx.add(
+                ep.get("module") or ep,
+                f"module '{module}' is not a Python module path (identifiers separated by dots)",
+                "identifier",
+            )
         if not function.isidentifier() or keyword.iskeyword(function):
             ctx.add(ep.get("function") or ep, f"function '{function}' is not a Python identifier", "identifier")
         out.append(Endpoint(path=path, module=module, function=function))
@@ -224,12 +291,15 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
         if name is None or kind not in ImageType.__members__.values():
             continue
         if not _image_reference_ok(name):
-            ctx.add(node.get("image") or node, f"image name '{name}' is not a valid Docker reference (lower-case "
-                                               "letters, digits, '.', '_', '-', '/' and an optional ':tag')",
-                    "name-mapping")
+            ctx.add(
+                node.get("image") or node,
+                f"image name '{name}' is not a valid Docker reference (lower-case "
+                "letters, digits, '.', '_', '-', '/' and an optional ':tag')",
+                "name-mapping",
+            )
         out[name] = Image(
             name=name,
-            type=ImageType(kind),
+            type=ImageType(str(kind)),
             source=_source_dir(ctx, root.file, node, node.get("source")),
             no_cache=bool(node.get("no_cache") and node.value["no_cache"].value),
             build_cmd=_text(node.get("build_cmd")),
@@ -240,8 +310,12 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
     seen: dict[str, Node] = {}
     for low, image_node in lowered:
         if low in seen and _text(seen[low].get("image")) != _text(image_node.get("image")):
-            ctx.add(image_node, f"image '{_text(image_node.get('image'))}' and '{_text(seen[low].get('image'))}' "
-                                "differ only in case; Docker names are lower case", "name-collision")
+            ctx.add(
+                image_node,
+                f"image '{_text(image_node.get('image'))}' and '{_text(seen[low].get('image'))}' "
+                "differ only in case; Docker names are lower case",
+                "name-collision",
+            )
         seen.setdefault(low, image_node)
     return out
 
@@ -252,7 +326,11 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
 def _start_date(ctx: _Context, pipeline: Node) -> dt.date:
     node = pipeline.get("start_date")
     if node is None or node.value is None:
-        ctx.add(pipeline, "pipeline has no start_date (set it on the pipeline or in pipeline_defaults)", "required")
+        ctx.add(
+            pipeline,
+            "pipeline has no start_date (set it on the pipeline or in pipeline_defaults)",
+            "required",
+        )
         return dt.date(1970, 1, 1)
     value = node.value
     if isinstance(value, dt.datetime):
@@ -274,8 +352,12 @@ def _schedule(ctx: _Context, pipeline: Node) -> str | None:
     if text in SCHEDULE_PRESETS:
         return text
     if text.startswith("@") or not croniter.is_valid(text):
-        ctx.add(node, f"schedule '{text}' is not a cron expression (5 fields, e.g. '0 * * * *') or an Airflow "
-                      f"preset ({', '.join(sorted(SCHEDULE_PRESETS))})", "cron")
+        ctx.add(
+            node,
+            f"schedule '{text}' is not a cron expression (5 fields, e.g. '0 * * * *') or an Airflow "
+            f"preset ({', '.join(sorted(SCHEDULE_PRESETS))})",
+            "cron",
+        )
     return text
 
 
@@ -313,38 +395,57 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
     if name is None or kind is None:
         return None
     if not TASK_ID.match(name):
-        ctx.add(node.get("task") or node, f"task name '{name}' may only hold letters, digits, '-' and '_' "
-                                          "(it becomes the Airflow task_id)", "name-mapping")
+        ctx.add(
+            node.get("task") or node,
+            f"task name '{name}' may only hold letters, digits, '-' and '_' (it becomes the Airflow task_id)",
+            "name-mapping",
+        )
     executor_node = node.get("executor")
     executor_name = _text(executor_node)
     executor: Executor | None = None
     if executor_name is None:
-        ctx.add(node, f"{kind} task '{name}' has no executor (set `executor`, or task_defaults.{kind}.executor)",
-                "unknown-executor")
+        ctx.add(
+            node,
+            f"{kind} task '{name}' has no executor (set `executor`, or task_defaults.{kind}.executor)",
+            "unknown-executor",
+        )
     else:
         executor = scope.executors.get(executor_name)
         if executor is None:
             declared = ", ".join(sorted(scope.executors)) or "none"
-            ctx.add(executor_node or node, f"executor '{executor_name}' is not declared (declared: {declared})"
-                                           f"{suggest(executor_name, scope.executors)}", "unknown-executor")
+            ctx.add(
+                executor_node or node,
+                f"executor '{executor_name}' is not declared (declared: {declared})"
+                f"{suggest(executor_name, scope.executors)}",
+                "unknown-executor",
+            )
         elif kind not in EXECUTOR_TASK_TYPES[executor.type]:
-            ctx.add(executor_node or node, f"executor '{executor_name}' ({executor.type}) cannot run {kind} tasks; "
-                                           f"it runs: {', '.join(sorted(EXECUTOR_TASK_TYPES[executor.type]))}",
-                    "executor-task-type")
+            ctx.add(
+                executor_node or node,
+                f"executor '{executor_name}' ({executor.type}) cannot run {kind} tasks; "
+                f"it runs: {', '.join(sorted(EXECUTOR_TASK_TYPES[executor.type]))}",
+                "executor-task-type",
+            )
     runs_container = executor is not None and executor.type.runs_containers
     image = _text(node.get("image"))
     external = False
     if runs_container:
         if image is None:
-            ctx.add(node, f"{kind} task '{name}' has no image (set `image`, or task_defaults.{kind}.image)",
-                    "required")
+            ctx.add(
+                node,
+                f"{kind} task '{name}' has no image (set `image`, or task_defaults.{kind}.image)",
+                "required",
+            )
         elif image not in scope.images:
             if _is_external(image):
                 external = True
             else:
-                ctx.add(node.get("image") or node,
-                        f"image '{image}' is not declared in images; declare it, or give a full reference with a "
-                        f"tag (e.g. python:3.11-slim){suggest(image, scope.images)}", "unknown-image")
+                ctx.add(
+                    node.get("image") or node,
+                    f"image '{image}' is not declared in images; declare it, or give a full reference with a "
+                    f"tag (e.g. python:3.11-slim){suggest(image, scope.images)}",
+                    "unknown-image",
+                )
     cmd = _text(node.get("cmd"))
     if kind == "python" and runs_container and cmd is None:
         ctx.add(node, f"python task '{name}' has no cmd", "required")
@@ -357,28 +458,46 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
         volume = _text(m.get("volume")) or ""
         if volume not in scope.volumes:
             declared = ", ".join(sorted(scope.volumes)) or "none"
-            ctx.add(m.get("volume") or m, f"mount names volume '{volume}', which is not declared in volumes "
-                                          f"(declared: {declared}){suggest(volume, scope.volumes)}",
-                    "unknown-volume")
+            ctx.add(
+                m.get("volume") or m,
+                f"mount names volume '{volume}', which is not declared in volumes "
+                f"(declared: {declared}){suggest(volume, scope.volumes)}",
+                "unknown-volume",
+            )
         path = _text(m.get("path")) or ""
         if not path.startswith("/"):
             ctx.add(m.get("path") or m, f"mount path '{path}' must be absolute", "mount-path")
         read_only = m.get("read_only")
-        mounts.append(Mount(name=_text(m.get("mount")) or volume, volume=volume, path=path,
-                            sub_path=_text(m.get("sub_path")), read_only=bool(read_only and read_only.value)))
+        mounts.append(
+            Mount(
+                name=_text(m.get("mount")) or volume,
+                volume=volume,
+                path=path,
+                sub_path=_text(m.get("sub_path")),
+                read_only=bool(read_only and read_only.value),
+            )
+        )
     secrets = []
     for s in _items(node.get("secrets")):
         secret = _text(s.get("secret")) or ""
         if secret not in scope.secrets:
-            ctx.add(s.get("secret") or s, f"secret '{secret}' is not declared in secrets"
-                                          f"{suggest(secret, scope.secrets)}", "unknown-secret")
+            ctx.add(
+                s.get("secret") or s,
+                f"secret '{secret}' is not declared in secrets{suggest(secret, scope.secrets)}",
+                "unknown-secret",
+            )
         secrets.append(SecretMount(secret=secret, remote_path=_text(s.get("remote_path")) or "/secret"))
     variables = node.get("variables")
-    if variables is not None and isinstance(variables.value, str) and not isinstance(
-        scope.variables.get(variables.value), dict
+    if (
+        variables is not None
+        and isinstance(variables.value, str)
+        and not isinstance(scope.variables.get(variables.value), dict)
     ):
-        ctx.add(variables, f"task variables name '{variables.value}', which is not a map in `variables`",
-                "unknown-variables")
+        ctx.add(
+            variables,
+            f"task variables name '{variables.value}', which is not a map in `variables`",
+            "unknown-variables",
+        )
     partitions_node = node.get("executors")
     partitions = partitions_node.value if partitions_node is not None and isinstance(partitions_node.value, int) else 1
     options = {k: to_plain(v) for k, v in node.value.items() if k not in _TASK_KNOWN}
@@ -404,11 +523,18 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     if name is None:
         return None
     if not DAG_ID.match(name):
-        ctx.add(node.get("pipeline") or node, f"pipeline name '{name}' may only hold letters, digits, '.', '-' "
-                                              "and '_' (it becomes the Airflow dag_id)", "name-mapping")
+        ctx.add(
+            node.get("pipeline") or node,
+            f"pipeline name '{name}' may only hold letters, digits, '.', '-' and '_' (it becomes the Airflow dag_id)",
+            "name-mapping",
+        )
     timeout = node.get("timeout_minutes")
     if timeout is None:
-        ctx.add(node, "pipeline has no timeout_minutes (set it on the pipeline or in pipeline_defaults)", "required")
+        ctx.add(
+            node,
+            "pipeline has no timeout_minutes (set it on the pipeline or in pipeline_defaults)",
+            "required",
+        )
     # a `type: pipeline` task only marks where a pipeline's own tasks go in pipeline_defaults.tasks
     task_nodes = [t for t in _items(node.get("tasks")) if _text(t.get("type")) != "pipeline"]
     check_unique(ctx.problems, task_nodes, _name_of("task"), "task", "unique-name")
@@ -438,11 +564,17 @@ def _service(ctx: _Context, node: Node, images: Mapping[str, Image]) -> Service 
         return None
     declared = images.get(image)
     if declared is None:
-        ctx.add(node.get("image") or node, f"service image '{image}' is not declared in images"
-                                           f"{suggest(image, images)}", "unknown-image")
+        ctx.add(
+            node.get("image") or node,
+            f"service image '{image}' is not declared in images{suggest(image, images)}",
+            "unknown-image",
+        )
     elif declared.type is not ImageType.PYTHON_SERVER:
-        ctx.add(node.get("image") or node, f"service image '{image}' is a {declared.type} image; a service needs "
-                                           "a python_server image", "service-image-type")
+        ctx.add(
+            node.get("image") or node,
+            f"service image '{image}' is a {declared.type} image; a service needs a python_server image",
+            "service-image-type",
+        )
     options = {k: to_plain(v) for k, v in node.value.items() if k not in _SERVICE_KNOWN}
     return Service(name=name, image=image, description=_text(node.get("description")), options=freeze(options))
 
@@ -469,8 +601,11 @@ def validate_system(
     images = _images(ctx, resolved)
     executor_nodes = {n: e for e in _items(resolved.get("executors")) if (n := _text(e.get("executor")))}
     executors = {
-        n: Executor(name=n, type=ExecutorType(_text(e.get("type"))),
-                    options=freeze({k: to_plain(v) for k, v in e.value.items() if k not in ("executor", "type")}))
+        n: Executor(
+            name=n,
+            type=ExecutorType(str(_text(e.get("type")))),
+            options=freeze({k: to_plain(v) for k, v in e.value.items() if k not in ("executor", "type")}),
+        )
         for n, e in executor_nodes.items()
         if _text(e.get("type")) in ExecutorType.__members__.values()
     }
@@ -483,12 +618,18 @@ def validate_system(
         if vname is None:
             continue
         local = v.get("local")
-        volumes[vname] = Volume(name=vname, claim_name=_text(v.get("claim_name")) or f"{vname}-pvc",
-                                local_path=_text(local.get("path")) if local is not None else None)
+        volumes[vname] = Volume(
+            name=vname,
+            claim_name=_text(v.get("claim_name")) or f"{vname}-pvc",
+            local_path=_text(local.get("path")) if local is not None else None,
+        )
     secret_nodes = _items(resolved.get("secrets"))
     check_unique(ctx.problems, secret_nodes, _name_of("secret"), "secret", "unique-name")
-    secrets = {n: Secret(name=n, local_path_file=_text(s.get("local_path_file")))
-               for s in secret_nodes if (n := _text(s.get("secret")))}
+    secrets = {
+        n: Secret(name=n, local_path_file=_text(s.get("local_path_file")))
+        for s in secret_nodes
+        if (n := _text(s.get("secret")))
+    }
     scope = _SystemScope(images, executors, executor_nodes, volumes, secrets, variables)
     pipelines = tuple(
         p for p in (_pipeline(ctx, n, scope, owner) for n in _items(resolved.get("pipelines"))) if p is not None

@@ -19,7 +19,7 @@ from yaml.resolver import Resolver
 from controller.errors import InputError
 from controller.model import Problem
 
-__all__ = ["Limits", "Node", "json_path", "parse_yaml", "to_plain"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "Node", "json_path", "parse_yaml", "to_plain"]
 
 PathPart = str | int
 
@@ -70,6 +70,8 @@ class Limits:
     """Most values a document may expand to, counting every alias use (stops billion laughs)."""
 
 
+DEFAULT_LIMITS = Limits()
+
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
@@ -79,7 +81,8 @@ _CONSTRUCTOR = SafeConstructor()
 _SCALAR_CONSTRUCTORS = {
     tag: fn
     for tag, fn in SafeConstructor.yaml_constructors.items()
-    if tag is not None and tag not in (_MAP, _SEQ, "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
+    if tag is not None
+    and tag not in (_MAP, _SEQ, "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
     and tag != "tag:yaml.org,2002:set"
 }
 
@@ -152,7 +155,7 @@ class _Frame:
         self.size = 1
 
 
-def parse_yaml(data: bytes, file: str, limits: Limits = Limits()) -> Node:
+def parse_yaml(data: bytes, file: str, limits: Limits = DEFAULT_LIMITS) -> Node:
     """Parse one YAML document from `data` into a Node tree.
 
     Pure: reads only `data`. Raises InputError with a located Problem for anything that is not a
@@ -161,7 +164,16 @@ def parse_yaml(data: bytes, file: str, limits: Limits = Limits()) -> Node:
     """
     if len(data) > limits.max_bytes:
         raise InputError(
-            [Problem(file, 1, 1, "$", f"file is {len(data)} bytes; the limit is {limits.max_bytes}", "too-large")]
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    "$",
+                    f"file is {len(data)} bytes; the limit is {limits.max_bytes}",
+                    "too-large",
+                )
+            ]
         )
     text = _decode(data, file)
     try:
@@ -211,8 +223,11 @@ def _compose(events: Iterator[Any], file: str, limits: Limits) -> Node:
         total += added
         if total > limits.max_nodes:
             raise _fail(
-                file, mark, node.path if path is None else path,
-                f"document expands to more than {limits.max_nodes} values (alias bomb?)", "alias-bomb",
+                file,
+                mark,
+                node.path if path is None else path,
+                f"document expands to more than {limits.max_nodes} values (alias bomb?)",
+                "alias-bomb",
             )
         if not stack:
             root = node
@@ -229,8 +244,13 @@ def _compose(events: Iterator[Any], file: str, limits: Limits) -> Node:
             sources = node.value if isinstance(node.value, list) else [node]
             for src in sources:
                 if not isinstance(src.value, dict):
-                    raise _fail(file, mark, node.path, "a merge key (<<) needs a mapping or a list of mappings",
-                                "yaml-merge")
+                    raise _fail(
+                        file,
+                        mark,
+                        node.path,
+                        "a merge key (<<) needs a mapping or a list of mappings",
+                        "yaml-merge",
+                    )
                 top.merges.append(src)
             return
         top.items[key.value] = node
@@ -251,9 +271,10 @@ def _compose(events: Iterator[Any], file: str, limits: Limits) -> Node:
                 if key_text in top.explicit:
                     first = top.items[key_text]
                     raise _fail(
-                        file, mark, (*top.path, key_text),
-                        f"duplicate key '{key_text}' (first defined at line {first.key_line}, "
-                        f"column {first.key_col})",
+                        file,
+                        mark,
+                        (*top.path, key_text),
+                        f"duplicate key '{key_text}' (first defined at line {first.key_line}, column {first.key_col})",
                         "duplicate-key",
                     )
                 top.explicit.add(key_text)
@@ -309,7 +330,7 @@ def _compose(events: Iterator[Any], file: str, limits: Limits) -> Node:
 def _scalar(event: Any, file: str, path: tuple[PathPart, ...]) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
-        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
     if tag == _STR:
         return event.value
     ctor = _SCALAR_CONSTRUCTORS.get(tag)
@@ -319,5 +340,6 @@ def _scalar(event: Any, file: str, path: tuple[PathPart, ...]) -> Any:
     try:
         return ctor(_CONSTRUCTOR, node)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-        raise _fail(file, event.start_mark, path, f"invalid {tag.rsplit(':', 1)[-1]} value: {exc}",
-                    "yaml-value") from None
+        raise _fail(
+            file, event.start_mark, path, f"invalid {tag.rsplit(':', 1)[-1]} value: {exc}", "yaml-value"
+        ) from None

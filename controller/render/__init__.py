@@ -1,0 +1,1 @@
+"""Render stage: Spec -> DesiredState (images, DAGs, services) with content hashes."""

@@ -1,0 +1,1 @@
+"""Sync stages: git source, plan, apply and the reconcile loop (coming with the sync engine)."""

@@ -1,0 +1,1 @@
+"""GitHub and GitLab webhooks: verify, parse, and report commit status."""
