@@ -378,7 +378,11 @@ def build() -> Schema:
         "as env_vars are merged).",
         "properties": {
             "description": s("Free text."),
-            **{kind: {"$ref": f"#/$defs/{kind}TaskDefaults"} for kind in TASK_TYPES if kind != "pipeline"},
+            **{
+                kind: ref(f"{kind}TaskDefaults", f"Defaults for every `{kind}` task.")
+                for kind in TASK_TYPES
+                if kind != "pipeline"
+            },
         },
         "additionalProperties": True,
     }

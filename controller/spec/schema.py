@@ -27,9 +27,11 @@ _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "liminal.schema
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
-    """The liminal.yml JSON Schema: packaged copy when installed, the repository's in a checkout."""
-    packaged = resources.files("controller.spec").joinpath("liminal.schema.json")
-    text = packaged.read_text("utf-8") if packaged.is_file() else _REPO_SCHEMA.read_text("utf-8")
+    """The liminal.yml JSON Schema: the repository's in a checkout, else the copy packaged in the wheel."""
+    if _REPO_SCHEMA.is_file():
+        text = _REPO_SCHEMA.read_text("utf-8")
+    else:
+        text = resources.files("controller.spec").joinpath("liminal.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -77,7 +79,7 @@ _JSON_TYPES = {
     "boolean": "true or false",
     "object": "a mapping",
     "array": "a list",
-    "null": "empty",
+    "null": "nothing",
 }
 
 
@@ -139,7 +141,8 @@ def _problems(err: SchemaViolation, root: Node) -> Iterator[Problem]:
         return
     if kind == "type":
         expected = expected if isinstance(expected, list) else [expected]
-        words = " or ".join(_JSON_TYPES.get(str(t), str(t)) for t in expected)
+        names = [_JSON_TYPES.get(str(t), str(t)) for t in expected]
+        words = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         yield node.problem(f"expected {words}, got {_describe(err.instance)}", "schema/type")
         return
     if kind in ("minimum", "maximum"):

@@ -155,9 +155,13 @@ def check_unique(
         if first is None:
             seen[name] = node
             continue
-        ctx_problems.append(
-            node.problem(f"{what} '{name}' is defined twice (first at {first.file}:{first.line}:{first.col})", rule)
-        )
+        ctx_problems.append(node.problem(f"{what} '{name}' is defined twice (first at {where(first, node)})", rule))
+
+
+def where(first: Node, here: Node) -> str:
+    """Where `first` is, said from `here`: `line 3, column 5`, with the file when it differs."""
+    at = f"line {first.line}, column {first.col}"
+    return at if first.file == here.file else f"{first.file}, {at}"
 
 
 def _name_of(field_name: str) -> Callable[[Node], str | None]:
@@ -538,7 +542,8 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     # a `type: pipeline` task only marks where a pipeline's own tasks go in pipeline_defaults.tasks
     task_nodes = [t for t in _items(node.get("tasks")) if _text(t.get("type")) != "pipeline"]
     check_unique(ctx.problems, task_nodes, _name_of("task"), "task", "unique-name")
-    _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task")))], "task")
+    # names that are not valid task ids are reported once, by _task
+    _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.match(n)], "task")
     tasks = tuple(t for t in (_task(ctx, n, scope) for n in task_nodes) if t is not None)
     default_args = {k: to_plain(v) for k, v in node.value.items() if k not in _PIPELINE_KNOWN}
     return Pipeline(
