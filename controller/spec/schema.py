@@ -26,13 +26,18 @@ _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "liminal.schema
 
 
 @lru_cache(maxsize=1)
-def load_schema() -> dict[str, Any]:
-    """The liminal.yml JSON Schema: the repository's in a checkout, else the copy packaged in the wheel."""
+def _schema_text() -> str:
     if _REPO_SCHEMA.is_file():
-        text = _REPO_SCHEMA.read_text("utf-8")
-    else:
-        text = resources.files("controller.spec").joinpath("liminal.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
+        return _REPO_SCHEMA.read_text("utf-8")
+    return resources.files("controller.spec").joinpath("liminal.schema.json").read_text("utf-8")
+
+
+def load_schema() -> dict[str, Any]:
+    """The liminal.yml JSON Schema (the repository's in a checkout, else the wheel's), as a fresh dict.
+
+    Fresh because validator compilers may annotate the dict they are given.
+    """
+    schema: dict[str, Any] = json.loads(_schema_text())
     return schema
 
 
