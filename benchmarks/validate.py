@@ -45,8 +45,12 @@ def main() -> None:
 
         bindir = Path(sys.executable).parent
         ours_cmd = [str(bindir / "liminal"), "validate", str(root)]
-        theirs_cmd = [str(bindir / "check-jsonschema"), "--schemafile", str(REPO / "schemas/liminal.schema.json"),
-                      str(path)]
+        theirs_cmd = [
+            str(bindir / "check-jsonschema"),
+            "--schemafile",
+            str(REPO / "schemas/liminal.schema.json"),
+            str(path),
+        ]
         for cmd in (ours_cmd, theirs_cmd):
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             assert result.returncode == 0, (cmd, result.stdout, result.stderr)

@@ -12,8 +12,8 @@ import fastjsonschema
 import jsonschema
 import pytest
 
-from controller.spec.load import _fast_schema, _jsonable
-from controller.spec.schema import load_schema
+from controller.spec.load import _fast_schema
+from controller.spec.schema import jsonable, load_schema
 from controller.spec.yaml_positions import parse_yaml
 from scripts.generate_schema import render
 from tests.conftest import CORPUS, REPO
@@ -72,7 +72,7 @@ def test_fast_validator_agrees_with_jsonschema(name: str, data: bytes) -> None:
         root = parse_yaml(data, name)
     except InputError:
         return  # not YAML: never reaches the schema
-    instance = _jsonable(root.value)
+    instance = jsonable(root)
     reference_valid = jsonschema.Draft202012Validator(load_schema()).is_valid(instance)
     try:
         _fast_schema()(instance)

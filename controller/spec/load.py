@@ -7,7 +7,6 @@ their repository roots.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -20,7 +19,7 @@ import fastjsonschema
 from controller.errors import InputError
 from controller.model import Problem, Spec, System
 from controller.spec.resolve import Document, resolve_system
-from controller.spec.schema import check_schema, load_schema
+from controller.spec.schema import check_schema, jsonable, load_schema
 from controller.spec.validate import SourceFile, check_unique, k8s_name, service_name, validate_system
 from controller.spec.yaml_positions import DEFAULT_LIMITS, Limits, Node, parse_yaml
 
@@ -46,20 +45,10 @@ def _fast_schema() -> Any:
     return fastjsonschema.compile(schema, use_formats=False)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v.value) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v.value) for v in value]
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
 def schema_problems(root: Node) -> list[Problem]:
     """Schema problems of one file (fast path when it is valid)."""
     try:
-        _fast_schema()(_jsonable(root.value))
+        _fast_schema()(jsonable(root))
         return []
     except fastjsonschema.JsonSchemaException:
         # jsonschema is the authority; tests/test_schema.py checks the two agree

@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from controller.model import Problem
 from controller.spec.yaml_positions import Node
 
-__all__ = ["check_schema", "load_schema", "suggest"]
+__all__ = ["check_schema", "jsonable", "load_schema", "suggest"]
 
 _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "liminal.schema.json"
 
@@ -55,13 +55,13 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _jsonable(node: Node) -> Any:
+def jsonable(node: Node) -> Any:
     """Plain data as JSON Schema sees it: YAML dates become ISO strings."""
     value = node.value
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
@@ -165,7 +165,7 @@ def _problems(err: SchemaViolation, root: Node) -> Iterator[Problem]:
 
 def check_schema(root: Node) -> list[Problem]:
     """All schema problems of one parsed file, each at the line and column of the offending text."""
-    errors = _validator().iter_errors(_jsonable(root))
+    errors = _validator().iter_errors(jsonable(root))
     found: list[Problem] = []
     for err in errors:
         found.extend(_problems(err, root))
