@@ -387,7 +387,6 @@ def _as_env_text(value: Any) -> str:
 class _SystemScope:
     images: Mapping[str, Image]
     executors: Mapping[str, Executor]
-    executor_nodes: Mapping[str, Node]
     volumes: Mapping[str, Volume]
     secrets: Mapping[str, Secret]
     variables: Mapping[str, Any]
@@ -635,7 +634,7 @@ def validate_system(
         for s in secret_nodes
         if (n := _text(s.get("secret")))
     }
-    scope = _SystemScope(images, executors, executor_nodes, volumes, secrets, variables)
+    scope = _SystemScope(images, executors, volumes, secrets, variables)
     pipelines = tuple(
         p for p in (_pipeline(ctx, n, scope, owner) for n in _items(resolved.get("pipelines"))) if p is not None
     )
