@@ -5,6 +5,7 @@ Errors become messages here and only here (`_fail`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -13,9 +14,11 @@ from typing import NoReturn
 
 import click
 
-from controller.config import placeholder_environ
+from controller.config import placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
-from controller.model import Spec
+from controller.model import Origin, Spec
+from controller.render import ServingTarget, render
+from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
 
@@ -39,10 +42,17 @@ def _fail(exc: LiminalError, fmt: str) -> NoReturn:
 
 
 def _load(paths: Sequence[str]) -> Spec:
+    return _load_with_root(paths)[0]
+
+
+def _load_with_root(paths: Sequence[str]) -> tuple[Spec, Path]:
     files = discover([Path(p) for p in paths or ["."]])
     if not files:
         raise ConfigError(f"no liminal.yml or liminal.yaml found under: {', '.join(paths or ['.'])}")
-    return load(files, placeholder_environ())
+    roots = {f.root for f in files}
+    if len(roots) > 1:
+        raise ConfigError(f"the paths span several repositories ({', '.join(sorted(map(str, roots)))}); give one")
+    return load(files, placeholder_environ()), files[0].root
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,6 +98,41 @@ def show(paths: tuple[str, ...], fmt: str) -> None:
         click.echo(json.dumps(spec_as_json(spec), indent=2))
     else:
         click.echo(spec_as_text(spec), nl=False)
+
+
+@cli.command(name="render")
+@click.argument("path", type=click.Path(exists=True), default=".")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Directory to write into.")
+@click.option("--repo", default=None, help="Repository name stamped on the output (default: PATH's folder name).")
+@click.option("--commit", default="", help="Commit stamped on DAG tags and annotations.")
+@click.option(
+    "--serving",
+    type=click.Choice([t.value for t in ServingTarget]),
+    default=None,
+    help="Render services for this target (default: LIMINAL_SERVING, else docker).",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def render_command(*, path: str, out: str, repo: str | None, commit: str, serving: str | None, fmt: str) -> None:
+    """Render PATH's DAG files, Dockerfiles, manifests and resources.json into --out, as `helm template` does.
+
+    Writes nothing anywhere else and deploys nothing.
+    """
+    try:
+        spec, root = _load_with_root([path])
+        settings = render_settings()
+        if serving is not None:
+            settings = dataclasses.replace(settings, serving=ServingTarget(serving))
+        name = repo or Path(path).resolve().name
+        desired = render(spec, root, settings, Origin(repo=name, commit=commit))
+        written = write_render(desired, Path(out))
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        click.echo(json.dumps(resources_index(desired), indent=2))
+    else:
+        for resource in desired.resources:
+            click.echo(f"{resource.key.kind:<8} {resource.content_hash[:12]}  {resource.key.name}")
+        click.echo(f"wrote {written} file(s) to {out}", err=True)
 
 
 def main() -> None:

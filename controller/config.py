@@ -1,14 +1,49 @@
-"""Configuration read from the environment: the only module that looks at `os.environ`."""
+"""Configuration from `liminal-controller.yaml` and the environment: the only module reading `os.environ`.
+
+The file (path in LIMINAL_CONFIG) holds the same names as the environment, lower case and
+without the `LIMINAL_` prefix (`registry: 127.0.0.1:5000`); the environment wins.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
-__all__ = ["placeholder_environ"]
+import yaml
+
+from controller.errors import ConfigError
+from controller.render.settings import RenderSettings, ServingTarget
+
+__all__ = ["KNOWN_NAMES", "placeholder_environ", "read_config", "render_settings"]
 
 _SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.IGNORECASE)
+
+KNOWN_NAMES = frozenset(
+    {
+        "home",
+        "ledger_url",
+        "dags_folder",
+        "airflow_url",
+        "airflow_username",
+        "airflow_password",
+        "airflow_token",
+        "registry",
+        "base_image",
+        "spark_base_image",
+        "namespace",
+        "serving",
+        "task_docker_url",
+        "github_webhook_secret",
+        "gitlab_webhook_token",
+        "github_token",
+        "gitlab_token",
+        "api_token",
+        "listen",
+    }
+)
+"""Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
 
 
 def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -20,3 +55,50 @@ def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, s
     """
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if not k.startswith("LIMINAL_") and not _SECRET_LIKE.search(k)}
+
+
+def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The merged settings (file, then environment) as name -> text, names as in KNOWN_NAMES."""
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    path = env.get("LIMINAL_CONFIG")
+    if path:
+        values.update(_read_file(Path(path)))
+    for name in KNOWN_NAMES:
+        if f"LIMINAL_{name.upper()}" in env:
+            values[name] = env[f"LIMINAL_{name.upper()}"]
+    return values
+
+
+def render_settings(environ: Mapping[str, str] | None = None) -> RenderSettings:
+    """RenderSettings from file and environment; unset names keep their documented defaults."""
+    values = read_config(environ)
+    defaults = RenderSettings()
+    serving = values.get("serving", defaults.serving.value)
+    if serving not in ServingTarget.__members__.values():
+        raise ConfigError(f"LIMINAL_SERVING must be one of {', '.join(ServingTarget)}; got {serving!r}")
+    return RenderSettings(
+        registry=values.get("registry", defaults.registry),
+        base_image=values.get("base_image") or defaults.base_image,
+        spark_base_image=values.get("spark_base_image") or defaults.spark_base_image,
+        namespace=values.get("namespace") or defaults.namespace,
+        serving=ServingTarget(serving),
+        docker_url=values.get("task_docker_url") or defaults.docker_url,
+    )
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting names to values")
+    unknown = sorted(str(k) for k in data if k not in KNOWN_NAMES)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {str(k): "" if v is None else str(v) for k, v in data.items()}

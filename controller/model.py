@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,14 +16,22 @@ from typing import Any
 
 __all__ = [
     "EMPTY",
+    "ContextFile",
+    "DagFile",
+    "DesiredState",
     "Endpoint",
     "Executor",
     "ExecutorType",
     "Image",
+    "ImageBuild",
     "ImageType",
     "Mount",
+    "Origin",
     "Pipeline",
     "Problem",
+    "Resource",
+    "ResourceKey",
+    "ResourceKind",
     "Secret",
     "SecretMount",
     "Service",
@@ -31,6 +40,7 @@ __all__ = [
     "Task",
     "Volume",
     "freeze",
+    "k8s_name",
 ]
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -44,6 +54,11 @@ def freeze(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     return value
+
+
+def k8s_name(name: str) -> str:
+    """The Kubernetes name derived from a Liminal name: lower case, `_` and `.` become `-`."""
+    return re.sub(r"[_.]", "-", name.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +262,121 @@ class Spec:
 
     systems: tuple[System, ...]
     files: tuple[str, ...] = field(default=())
+
+
+# ---- desired state: what render produces and plan compares ----------------------------------
+
+
+class ResourceKind(enum.StrEnum):
+    """What a resource is; the kind decides the apply wave (images first, then DAGs, then services)."""
+
+    IMAGE = "image"
+    DAG = "dag"
+    SERVICE = "service"
+
+    @property
+    def wave(self) -> int:
+        """Apply order: a DAG or service may only go live once the images it names exist."""
+        return {ResourceKind.IMAGE: 0, ResourceKind.DAG: 1, ResourceKind.SERVICE: 2}[self]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ResourceKey:
+    """A resource's identity: (repo, kind, name). Its content is identified by the content hash."""
+
+    repo: str
+    kind: ResourceKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.repo}/{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where rendered content came from: stamped on DAG tags and manifest annotations.
+
+    The stamp is not part of any content hash: a commit that leaves a resource unchanged does
+    not touch it, so the stamp names the commit that last changed what is deployed.
+    """
+
+    repo: str
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFile:
+    """One file of an image build context.
+
+    `path` is POSIX, relative to the context root. `mode` is normalised to 0o644, 0o755 or
+    0o120777 (symlink) because git only keeps those and umasks differ between machines.
+    `origin` is the file on disk; `data` holds generated files (Dockerfile, serving runtime).
+    `link` is a symlink's target.
+    """
+
+    path: str
+    mode: int
+    sha256: str
+    size: int
+    origin: str | None = None
+    data: bytes | None = None
+    link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBuild:
+    """Everything needed to build one image, without touching Docker.
+
+    `tag` is `registry/name:<first 12 hex of content_hash>`; `files` are sorted by path and
+    include the generated `Dockerfile`.
+    """
+
+    name: str
+    repository: str
+    tag: str
+    dockerfile: str
+    files: tuple[ContextFile, ...]
+    no_cache: bool
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class DagFile:
+    """A rendered Airflow DAG file: the fixed loader followed by the pipeline as JSON."""
+
+    dag_id: str
+    filename: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One thing the controller deploys.
+
+    `body` is JSON-ready data describing the rendered content (what is recorded and diffed);
+    `content_hash` is a sha256 over it, origin stamp excluded. `artifact` is the typed payload
+    a target applies (an `ImageBuild`, a `DagFile`, or None when the body is the payload).
+    """
+
+    key: ResourceKey
+    content_hash: str
+    body: Mapping[str, Any]
+    depends_on: tuple[ResourceKey, ...] = ()
+    artifact: ImageBuild | DagFile | None = None
+
+    @property
+    def wave(self) -> int:
+        """The apply wave of this resource's kind."""
+        return self.key.kind.wave
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """What one repository at one commit wants deployed: the output of render (pure data)."""
+
+    origin: Origin
+    resources: tuple[Resource, ...]
+
+    def by_key(self) -> Mapping[ResourceKey, Resource]:
+        """The resources indexed by key."""
+        return MappingProxyType({r.key: r for r in self.resources})

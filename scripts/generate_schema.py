@@ -23,6 +23,22 @@ def s(description: str, **kw: Any) -> Schema:
     return {"type": "string", "description": description, **kw}
 
 
+def cpu(description: str) -> Schema:
+    """A Kubernetes CPU quantity: a number of cores, or millicores with `m`."""
+    return {
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"},
+        ],
+        "description": description,
+    }
+
+
+def memory(description: str) -> Schema:
+    """A Kubernetes memory quantity: bytes with an optional decimal or binary suffix."""
+    return {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", "description": description}
+
+
 def ref(name: str, description: str) -> Schema:
     return {"$ref": f"#/$defs/{name}", "description": description}
 
@@ -84,13 +100,10 @@ CONTAINER_TASK: dict[str, Schema] = {
         "description": "Accepted for compatibility; image caching is set on the image.",
     },
     "application_source": s("The application to run (a python file or jar)."),
-    "request_cpu": {
-        "type": ["string", "number"],
-        "description": "CPU request (Kubernetes quantity, e.g. `500m`).",
-    },
-    "request_memory": s("Memory request (Kubernetes quantity, e.g. `512Mi`)."),
-    "limit_cpu": {"type": ["string", "number"], "description": "CPU limit (Kubernetes quantity)."},
-    "limit_memory": s("Memory limit (Kubernetes quantity)."),
+    "request_cpu": cpu("CPU request (Kubernetes quantity, e.g. `500m` or `2`)."),
+    "request_memory": memory("Memory request (Kubernetes quantity, e.g. `512Mi`)."),
+    "limit_cpu": cpu("CPU limit (Kubernetes quantity)."),
+    "limit_memory": memory("Memory limit (Kubernetes quantity)."),
     "do_xcom_push": {
         "type": "boolean",
         "description": "Push the container's /airflow/xcom/return.json to XCom.",
@@ -302,12 +315,13 @@ def build() -> Schema:
                 "type": "integer",
                 "minimum": 1,
                 "maximum": 65535,
-                "description": "Container port of the server. Default 80.",
+                "description": "Port the service answers on: the Kubernetes Service port (default 80), and "
+                "the host port on 127.0.0.1 with local Docker (default: one Docker picks).",
             },
-            "request_cpu": {"type": ["string", "number"], "description": "CPU request."},
-            "request_memory": s("Memory request."),
-            "limit_cpu": {"type": ["string", "number"], "description": "CPU limit."},
-            "limit_memory": s("Memory limit."),
+            "request_cpu": cpu("CPU request (Kubernetes quantity). Default `100m`."),
+            "request_memory": memory("Memory request (Kubernetes quantity). Default `128Mi`."),
+            "limit_cpu": cpu("CPU limit (Kubernetes quantity). Default: none."),
+            "limit_memory": memory("Memory limit (Kubernetes quantity). Default: none."),
         },
     }
     defs["pipeline"] = {

@@ -33,6 +33,7 @@ from controller.model import (
     Task,
     Volume,
     freeze,
+    k8s_name,
 )
 from controller.spec.schema import suggest
 from controller.spec.yaml_positions import Node, to_plain
@@ -110,11 +111,6 @@ class SourceFile:
     path: Path
     display: str
     root: Path
-
-
-def k8s_name(name: str) -> str:
-    """The Kubernetes name derived from a Liminal name: lower case, `_` and `.` become `-`."""
-    return re.sub(r"[_.]", "-", name.lower())
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Load a folder of DAG files with Airflow's own DagBag and print what it found, as JSON.
+
+Runs with the Python of Airflow's virtualenv (scripts/lib/airflow.sh), not the controller's:
+`$AIRFLOW_VENV/bin/python scripts/airflow_dagbag.py DAGS_FOLDER OUT.json` (Airflow logs to
+stdout, so the result goes to a file). Besides import errors it
+serializes every DAG the way the scheduler stores it, which catches what only fails there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def main(folder: str, out: str) -> int:
+    """Write {"import_errors", "dags": {dag_id: {...}}} for `folder` to `out`."""
+    from airflow.dag_processing.dagbag import DagBag  # type: ignore[import-not-found, unused-ignore]
+    from airflow.serialization.serialized_objects import (  # type: ignore[import-not-found, unused-ignore]
+        DagSerialization,
+    )
+
+    bag = DagBag(dag_folder=folder, include_examples=False) if _takes_examples(DagBag) else DagBag(dag_folder=folder)
+    dags: dict[str, Any] = {}
+    errors = {str(k): str(v) for k, v in bag.import_errors.items()}
+    for dag_id, dag in sorted(bag.dags.items()):
+        try:
+            DagSerialization.to_dict(dag)
+        except Exception as exc:  # report, do not stop: the test wants every problem
+            errors[f"serialize:{dag_id}"] = f"{type(exc).__name__}: {exc}"
+        dags[dag_id] = {
+            "tags": sorted(dag.tags),
+            "schedule": getattr(dag, "schedule", None),
+            "owner": dag.owner,
+            "description": dag.description,
+            "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+            "start_date": dag.start_date.isoformat() if dag.start_date else None,
+            "tasks": {
+                t.task_id: {
+                    "type": type(t).__name__,
+                    "upstream": sorted(t.upstream_task_ids),
+                    "trigger_rule": str(t.trigger_rule),
+                    "image": getattr(t, "image", None),
+                    "template_fields": list(t.template_fields),
+                    "cmds": list(getattr(t, "cmds", []) or []),
+                    "arguments": list(getattr(t, "arguments", []) or []),
+                    "command": getattr(t, "command", None),
+                    "env": _env(t),
+                }
+                for t in dag.tasks
+            },
+        }
+    with open(out, "w", encoding="utf-8") as stream:
+        json.dump({"import_errors": errors, "dags": dags}, stream, default=str)
+    return 0
+
+
+def _takes_examples(cls: Any) -> bool:
+    import inspect
+
+    return "include_examples" in inspect.signature(cls.__init__).parameters
+
+
+def _env(task: Any) -> dict[str, str]:
+    if hasattr(task, "environment") and isinstance(task.environment, dict):
+        return {str(k): str(v) for k, v in task.environment.items()}
+    out = {}
+    for item in getattr(task, "env_vars", None) or []:
+        out[str(item.name)] = str(item.value)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
