@@ -1,8 +1,9 @@
 """Load a folder of DAG files with Airflow's own DagBag and print what it found, as JSON.
 
 Runs with the Python of Airflow's virtualenv (scripts/lib/airflow.sh), not the controller's:
-`$AIRFLOW_VENV/bin/python scripts/airflow_dagbag.py DAGS_FOLDER OUT.json` (Airflow logs to
-stdout, so the result goes to a file). Besides import errors it
+`$AIRFLOW_VENV/bin/python scripts/airflow_dagbag.py OUT.json DAGS_FOLDER...` writes
+{folder: result} to OUT.json (Airflow logs to stdout, so the result goes to a file). One
+process loads every folder, each in its own DagBag, so equal dag_ids in two folders are fine. Besides import errors it
 serializes every DAG the way the scheduler stores it, which catches what only fails there.
 """
 
@@ -13,8 +14,16 @@ import sys
 from typing import Any
 
 
-def main(folder: str, out: str) -> int:
-    """Write {"import_errors", "dags": {dag_id: {...}}} for `folder` to `out`."""
+def main(out: str, folders: list[str]) -> int:
+    """Write {folder: {"import_errors", "dags": {dag_id: {...}}}} to `out`."""
+    results = {folder: load_folder(folder) for folder in folders}
+    with open(out, "w", encoding="utf-8") as stream:
+        json.dump(results, stream, default=str)
+    return 0
+
+
+def load_folder(folder: str) -> dict[str, Any]:
+    """What Airflow's DagBag makes of one folder."""
     from airflow.dag_processing.dagbag import DagBag  # type: ignore[import-not-found, unused-ignore]
     from airflow.serialization.serialized_objects import (  # type: ignore[import-not-found, unused-ignore]
         DagSerialization,
@@ -50,9 +59,7 @@ def main(folder: str, out: str) -> int:
                 for t in dag.tasks
             },
         }
-    with open(out, "w", encoding="utf-8") as stream:
-        json.dump({"import_errors": errors, "dags": dags}, stream, default=str)
-    return 0
+    return {"import_errors": errors, "dags": dags}
 
 
 def _takes_examples(cls: Any) -> bool:
@@ -71,4 +78,4 @@ def _env(task: Any) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

@@ -93,10 +93,16 @@ def build_image(image: Image, root: Path, settings: RenderSettings) -> ImageBuil
     for path, data, mode in generated:
         files[path] = ContextFile(path, mode, hashlib.sha256(data).hexdigest(), len(data), data=data)
     ordered = tuple(files[p] for p in sorted(files))
-    content_hash = digest(
-        {"dockerfile": text, "files": [[f.path, f.mode, f.sha256] for f in ordered], "no_cache": image.no_cache}
-    )
     repository = image_repository(image, settings)
+    # the repository is part of the identity of what is pushed: a new registry means a new push
+    content_hash = digest(
+        {
+            "repository": repository,
+            "dockerfile": text,
+            "files": [[f.path, f.mode, f.sha256] for f in ordered],
+            "no_cache": image.no_cache,
+        }
+    )
     return ImageBuild(
         name=image.name,
         repository=repository,
