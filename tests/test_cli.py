@@ -164,3 +164,71 @@ def test_no_secret_environment_reaches_show(tmp_path: Path) -> None:
     assert "s3cr3t" not in result.stdout
     args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
     assert args == {"token": "{{API_TOKEN}}", "home": "/d"}
+
+
+def test_render_writes_dags_dockerfiles_manifests_and_index(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = liminal(
+        "render", str(EXAMPLE), "--out", str(out), "--serving", "kubernetes", "--repo", "hello", "--commit", "abc123"
+    )
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "dags/liminal__hello__hello_training.py",
+        "images/hello__pipeline/Dockerfile",
+        "images/hello__pipeline/context.txt",
+        "images/hello__server/Dockerfile",
+        "images/hello__server/context.txt",
+        "manifests/hello_server.yaml",
+        "resources.json",
+    ]
+    index = json.loads((out / "resources.json").read_text())
+    assert index["repo"] == "hello" and index["commit"] == "abc123"
+    assert [(r["kind"], r["name"]) for r in index["resources"]] == [
+        ("image", "hello/pipeline"),
+        ("image", "hello/server"),
+        ("dag", "hello_training"),
+        ("service", "hello_server"),
+    ]
+    assert all(len(r["hash"]) == 64 for r in index["resources"])
+    # printed lines name kind, short hash and name
+    assert result.stdout.splitlines()[0] == f"image    {index['resources'][0]['hash'][:12]}  hello/pipeline"
+
+
+def test_render_replaces_an_earlier_render_but_not_other_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert liminal("render", str(EXAMPLE), "--out", str(out)).returncode == 0
+    (out / "dags" / "stale.py").write_text("old")
+    assert liminal("render", str(EXAMPLE), "--out", str(out)).returncode == 0
+    assert not (out / "dags" / "stale.py").exists()
+    assert (out / "services" / "hello_server.json").is_file()
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    result = liminal("render", str(EXAMPLE), "--out", str(other))
+    assert result.returncode == 2
+    assert "holds no resources.json; refusing to overwrite it" in result.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_render_of_invalid_input_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "liminal.yml").write_text("name: x\npipelines:\n  - pipeline: p\n    timeout_minutes: ten\n")
+    result = liminal("render", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "liminal.yml:4:22: error: $.pipelines[0].timeout_minutes" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_refuses_a_bad_serving_setting(tmp_path: Path) -> None:
+    env = {**os.environ, "LIMINAL_SERVING": "swarm"}
+    exe = Path(sys.executable).parent / "liminal"
+    result = subprocess.run(
+        [str(exe), "render", str(EXAMPLE), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "LIMINAL_SERVING must be one of docker, kubernetes; got 'swarm'" in result.stderr
