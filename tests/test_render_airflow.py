@@ -266,3 +266,12 @@ def test_run_time_names_are_filled_by_plain_lookup_only(text: str, expected: str
         "var": "variables",
     }
     assert fill_runtime(text, context) == expected
+
+
+def test_the_loader_fills_only_names_that_load_time_leaves_for_airflow() -> None:
+    from controller.render.dag_loader import RUNTIME_NAMES
+    from controller.spec.resolve import AIRFLOW_RUNTIME_NAMES
+
+    # the loader is standalone inside Airflow, so it keeps its own list; it must stay a subset
+    assert RUNTIME_NAMES <= AIRFLOW_RUNTIME_NAMES
+    assert not RUNTIME_NAMES & {"conf", "var", "conn", "macros", "ti", "task_instance", "dag", "task"}
