@@ -7,20 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
+import structlog
 
-from controller.config import placeholder_environ, render_settings
+from controller.config import controller_settings, placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
-from controller.model import Origin, Spec
+from controller.ledger import Ledger
+from controller.model import Origin, RepoRef, ResourceKind, RunStatus, Spec, SyncRun
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
+from controller.sync.plan import plan as make_plan
+from controller.sync.reconcile import Deps, desired_for, reconcile
+from controller.sync.source import GitCredentials, GitSource
+from controller.targets.dag_folder import DagFolderTarget
 
 __all__ = ["main"]
 
@@ -135,6 +143,235 @@ def render_command(*, path: str, out: str, repo: str | None, commit: str, servin
         click.echo(f"wrote {written} file(s) to {out}", err=True)
 
 
+def _deps() -> tuple[Deps, Ledger]:
+    settings = controller_settings()
+    ledger = Ledger(settings.ledger_url)
+    source = GitSource(
+        settings.home / "git",
+        GitCredentials(settings.git_token, settings.git_username, settings.git_ssh_key_file),
+    )
+    deps = Deps(
+        source=source,
+        ledger=ledger,
+        targets={ResourceKind.DAG: DagFolderTarget(settings.dags_folder)},
+        settings=settings.render,
+        environ=placeholder_environ(),
+    )
+    return deps, ledger
+
+
+def _repo_names(ledger: Ledger, repo: str | None) -> list[str]:
+    if repo is not None:
+        return [ledger.repo(repo).name]
+    names = [r.name for r in ledger.repos()]
+    if not names:
+        raise ConfigError("no repositories are tracked; add one with `liminal repo add URL`")
+    return names
+
+
+@cli.group()
+def repo() -> None:
+    """Track git repositories of liminal.yml files."""
+
+
+@repo.command(name="add")
+@click.argument("url")
+@click.option("--branch", default="main", show_default=True, help="Branch to deploy.")
+@click.option("--name", default=None, help="Name (default: the URL's last path part, without .git).")
+@click.option("--no-prune", is_flag=True, help="Keep resources that disappear from git.")
+def repo_add(url: str, branch: str, name: str | None, no_prune: bool) -> None:
+    """Track the repository at URL (https://, ssh://, a path). Credentials come from settings, never the URL."""
+    try:
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0] and url.startswith(("http://", "https://")):
+            raise ConfigError("put credentials in LIMINAL_GIT_TOKEN(_FILE), not in the URL")
+        derived = name or url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        _, ledger = _deps()
+        ledger.add_repo(RepoRef(name=derived, url=url, branch=branch, prune=not no_prune))
+    except LiminalError as exc:
+        _fail(exc, "text")
+    click.echo(f"tracking {derived} ({url}, branch {branch})")
+
+
+@repo.command(name="list")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def repo_list(fmt: str) -> None:
+    """List tracked repositories."""
+    try:
+        _, ledger = _deps()
+        repos = ledger.repos()
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(r) for r in repos], indent=2))
+        return
+    for r in repos:
+        flags = "" if r.prune else "\tno-prune"
+        click.echo(f"{r.name}\t{r.url}\t{r.branch}{flags}")
+
+
+@cli.command()
+@click.argument("repo", required=False)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def plan(repo: str | None, fmt: str) -> None:
+    """Show what a sync would change (fetches, renders and diffs; changes nothing)."""
+    try:
+        deps, ledger = _deps()
+        plans = []
+        for name in _repo_names(ledger, repo):
+            ref = ledger.repo(name)
+            snapshot = deps.source.fetch(ref)
+            desired = desired_for(snapshot, deps)
+            plans.append((name, snapshot.commit, make_plan(desired, ledger.deployed_state(name), prune=ref.prune)))
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        out = [
+            {
+                "repo": name,
+                "commit": commit,
+                "changes": [
+                    {
+                        "kind": str(c.key.kind),
+                        "name": c.key.name,
+                        "action": str(c.action),
+                        "desired_hash": c.desired_hash,
+                        "deployed_hash": c.deployed_hash,
+                        "diff": c.diff,
+                    }
+                    for c in p.changes
+                ],
+            }
+            for name, commit, p in plans
+        ]
+        click.echo(json.dumps(out, indent=2))
+        return
+    for name, commit, p in plans:
+        counts = p.counts()
+        click.echo(f"{name} @ {commit[:12]}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
+        for c in p.changes:
+            if c.action.changes_something:
+                click.echo(f"  {c.action:<6} {c.key.kind}/{c.key.name}")
+                click.echo("".join(f"    {line}" for line in c.diff.splitlines(keepends=True)), nl=False)
+
+
+@cli.command()
+@click.argument("repo", required=False)
+def sync(repo: str | None) -> None:
+    """Reconcile once: fetch, validate, render, plan, apply and record (every tracked repo by default)."""
+    try:
+        deps, ledger = _deps()
+        runs = [reconcile(name, deps, trigger="cli") for name in _repo_names(ledger, repo)]
+    except LiminalError as exc:
+        _fail(exc, "text")
+    failed = False
+    for run in runs:
+        click.echo(
+            f"{run.repo}: {run.status} at {(run.commit or '?')[:12]} (run {run.id})"
+            + (f": {run.error}" if run.error else "")
+        )
+        failed = failed or run.status in (RunStatus.FAILED, RunStatus.INVALID)
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.argument("repo", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def history(repo: str | None, limit: int, fmt: str) -> None:
+    """The newest sync runs first."""
+    try:
+        _, ledger = _deps()
+        if repo is not None:
+            ledger.repo(repo)
+        runs = ledger.history(repo, limit)
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        click.echo(json.dumps([_run_json(r) for r in runs], indent=2, default=str))
+        return
+    for r in runs:
+        click.echo(
+            f"{r.id:>5} {r.started_at:%Y-%m-%d %H:%M:%S} {r.repo} {r.trigger} {(r.commit or '-')[:12]} {r.status}"
+            + (f": {r.error}" if r.error else "")
+        )
+
+
+@cli.command()
+@click.argument("repo", required=False)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def status(repo: str | None, fmt: str) -> None:
+    """Attempted and applied commits, last run and resource count per repository."""
+    try:
+        _, ledger = _deps()
+        found = [ledger.status(name) for name in _repo_names(ledger, repo)]
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        out = [
+            {
+                "repo": s.repo.name,
+                "last_attempted_commit": s.last_attempted_commit,
+                "last_applied_commit": s.last_applied_commit,
+                "resources": s.resources,
+                "last_error": s.last_error,
+                "last_run": _run_json(s.last_run) if s.last_run else None,
+            }
+            for s in found
+        ]
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for s in found:
+        last = f"{s.last_run.status} (run {s.last_run.id})" if s.last_run else "never synced"
+        click.echo(
+            f"{s.repo.name}: applied {(s.last_applied_commit or '-')[:12]}, attempted "
+            f"{(s.last_attempted_commit or '-')[:12]}, {s.resources} resource(s), last run {last}"
+            + (f"\n  error: {s.last_error}" if s.last_error else "")
+        )
+
+
+def _run_json(r: SyncRun) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "repo": r.repo,
+        "trigger": r.trigger,
+        "commit": r.commit,
+        "status": str(r.status),
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "error": r.error,
+        "summary": dict(r.summary),
+        "outcomes": [
+            {
+                "kind": str(o.key.kind),
+                "name": o.key.name,
+                "action": str(o.action),
+                "code": str(o.code),
+                "message": o.message,
+            }
+            for o in r.outcomes
+        ],
+    }
+
+
+def _configure_logging() -> None:
+    # structured events go to stderr (JSON when LIMINAL_LOG_FORMAT=json); stdout is for results
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if os.environ.get("LIMINAL_LOG_FORMAT") == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
+    _configure_logging()
     cli(prog_name="liminal")

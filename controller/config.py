@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,14 @@ import yaml
 from controller.errors import ConfigError
 from controller.render.settings import RenderSettings, ServingTarget
 
-__all__ = ["KNOWN_NAMES", "placeholder_environ", "read_config", "render_settings"]
+__all__ = [
+    "KNOWN_NAMES",
+    "ControllerSettings",
+    "controller_settings",
+    "placeholder_environ",
+    "read_config",
+    "render_settings",
+]
 
 _SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.IGNORECASE)
 
@@ -35,6 +43,9 @@ KNOWN_NAMES = frozenset(
         "namespace",
         "serving",
         "task_docker_url",
+        "git_token",
+        "git_username",
+        "git_ssh_key_file",
         "github_webhook_secret",
         "gitlab_webhook_token",
         "github_token",
@@ -84,6 +95,61 @@ def render_settings(environ: Mapping[str, str] | None = None) -> RenderSettings:
         namespace=values.get("namespace") or defaults.namespace,
         serving=ServingTarget(serving),
         docker_url=values.get("task_docker_url") or defaults.docker_url,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """Where the controller keeps its state and where it deploys."""
+
+    home: Path
+    """Working directory: git cache, SQLite ledger, locks (LIMINAL_HOME, default ./.liminal)."""
+
+    ledger_url: str
+    """SQLAlchemy URL of the ledger (LIMINAL_LEDGER_URL, default sqlite:///$LIMINAL_HOME/ledger.db)."""
+
+    dags_folder: Path
+    """Airflow dags folder DAG files are written to (LIMINAL_DAGS_FOLDER, default $LIMINAL_HOME/dags)."""
+
+    render: RenderSettings
+    """What shapes rendered content."""
+
+    git_token: str | None = None
+    """HTTPS token for git remotes (LIMINAL_GIT_TOKEN or LIMINAL_GIT_TOKEN_FILE); never logged."""
+
+    git_username: str = "x-access-token"
+    """User name sent with the token (LIMINAL_GIT_USERNAME)."""
+
+    git_ssh_key_file: str | None = None
+    """SSH private key for ssh:// remotes (LIMINAL_GIT_SSH_KEY_FILE)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
+            f"git_token={'***' if self.git_token else None})"
+        )
+
+
+def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerSettings:
+    """ControllerSettings from file and environment; every name has a default that needs no config."""
+    env = os.environ if environ is None else environ
+    values = read_config(env)
+    home = Path(values.get("home") or ".liminal").absolute()
+    token = values.get("git_token") or None
+    token_file = env.get("LIMINAL_GIT_TOKEN_FILE")
+    if token is None and token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read LIMINAL_GIT_TOKEN_FILE {token_file}: {exc.strerror}") from exc
+    return ControllerSettings(
+        home=home,
+        ledger_url=values.get("ledger_url") or f"sqlite:///{home / 'ledger.db'}",
+        dags_folder=Path(values.get("dags_folder") or home / "dags").absolute(),
+        render=render_settings(env),
+        git_token=token,
+        git_username=values.get("git_username") or "x-access-token",
+        git_ssh_key_file=values.get("git_ssh_key_file") or None,
     )
 
 

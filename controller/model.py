@@ -11,31 +11,44 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 __all__ = [
     "EMPTY",
+    "Action",
+    "Change",
     "ContextFile",
     "DagFile",
+    "Deployed",
+    "DeployedState",
     "DesiredState",
     "Endpoint",
     "Executor",
     "ExecutorType",
+    "Health",
     "Image",
     "ImageBuild",
     "ImageType",
     "Mount",
     "Origin",
     "Pipeline",
+    "Plan",
     "Problem",
+    "RepoRef",
     "Resource",
     "ResourceKey",
     "ResourceKind",
+    "ResourceOutcome",
+    "ResultCode",
+    "RunStatus",
     "Secret",
     "SecretMount",
     "Service",
+    "Snapshot",
     "Spec",
+    "SyncRun",
     "System",
     "Task",
     "Volume",
@@ -380,3 +393,158 @@ class DesiredState:
     def by_key(self) -> Mapping[ResourceKey, Resource]:
         """The resources indexed by key."""
         return MappingProxyType({r.key: r for r in self.resources})
+
+
+# ---- sync: sources, plans, outcomes ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRef:
+    """A tracked repository. `url` never holds credentials (they come from files or the environment)."""
+
+    name: str
+    url: str
+    branch: str = "main"
+    prune: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One commit of a repository checked out read-only at `root`."""
+
+    repo: RepoRef
+    commit: str
+    root: Path
+
+
+class Action(enum.StrEnum):
+    """What a plan does to one resource."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "noop"
+
+    @property
+    def changes_something(self) -> bool:
+        """True unless the resource is already as desired."""
+        return self is not Action.NOOP
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """What the ledger says is deployed for one resource."""
+
+    key: ResourceKey
+    content_hash: str
+    commit: str
+    body: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployedState:
+    """Everything the ledger says is deployed for one repository."""
+
+    resources: Mapping[ResourceKey, Deployed] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One resource's planned change. `diff` is a unified diff of the rendered bodies."""
+
+    key: ResourceKey
+    action: Action
+    desired_hash: str | None
+    deployed_hash: str | None
+    diff: str = ""
+
+    @property
+    def wave(self) -> int:
+        """The apply wave (images, DAGs, services); deletes run in reverse order."""
+        return self.key.kind.wave
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The changes that make what is deployed equal to what git wants."""
+
+    changes: tuple[Change, ...]
+
+    @property
+    def is_noop(self) -> bool:
+        """True when nothing needs to change."""
+        return not any(c.action.changes_something for c in self.changes)
+
+    def counts(self) -> dict[str, int]:
+        """How many changes of each action, for summaries."""
+        out = {a.value: 0 for a in Action}
+        for change in self.changes:
+            out[change.action.value] += 1
+        return out
+
+
+class ResultCode(enum.StrEnum):
+    """How applying one change ended."""
+
+    APPLIED = "applied"
+    IN_SYNC = "in_sync"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+
+    @property
+    def ok(self) -> bool:
+        """True when the resource is now as desired."""
+        return self in (ResultCode.APPLIED, ResultCode.IN_SYNC, ResultCode.DELETED)
+
+
+class Health(enum.StrEnum):
+    """A resource's health after apply. UNKNOWN means the target has no health check for it."""
+
+    HEALTHY = "healthy"
+    PROGRESSING = "progressing"
+    DEGRADED = "degraded"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceOutcome:
+    """What happened to one resource in an apply."""
+
+    key: ResourceKey
+    action: Action
+    code: ResultCode
+    content_hash: str | None
+    message: str = ""
+    health: Health = Health.UNKNOWN
+
+
+class RunStatus(enum.StrEnum):
+    """How a sync run ended (RUNNING while it has not)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    NOOP = "noop"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+    @property
+    def finished(self) -> bool:
+        """True once the run has ended."""
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRun:
+    """One reconcile of one repository, as recorded in the ledger."""
+
+    id: int
+    repo: str
+    trigger: str
+    commit: str | None
+    status: RunStatus
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    error: str | None
+    outcomes: tuple[ResourceOutcome, ...] = ()
+    summary: Mapping[str, Any] = field(default_factory=lambda: EMPTY)

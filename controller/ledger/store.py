@@ -1,0 +1,351 @@
+"""Ledger store: the only code that talks SQL. SQLite (WAL) by default, Postgres by URL.
+
+Each stage transition is one transaction: a run begins, each resource outcome is recorded with
+the deployed row it changes, a run finishes. A crash between two of them loses at most the
+outcome in flight, and the next reconcile finds it again by observing the target.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+
+from controller.errors import ConfigError, TransientError
+from controller.ledger import tables as t
+from controller.model import (
+    Action,
+    Deployed,
+    DeployedState,
+    Health,
+    RepoRef,
+    Resource,
+    ResourceKey,
+    ResourceKind,
+    ResourceOutcome,
+    ResultCode,
+    RunStatus,
+    SyncRun,
+)
+
+__all__ = ["Ledger", "RepoStatus"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoStatus:
+    """A repository's sync state, as `liminal status` shows it."""
+
+    repo: RepoRef
+    last_attempted_commit: str | None
+    last_applied_commit: str | None
+    last_run: SyncRun | None
+    last_error: str | None
+    resources: int
+
+
+class Ledger:
+    """The ledger at `url` (`sqlite:///path` or `postgresql+psycopg://...`), migrated on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = sa.engine.make_url(url).database
+            if not path or path == ":memory:":
+                raise ConfigError("the SQLite ledger must be a file (sqlite:///path/ledger.db)")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock_dir = Path(path).parent / "locks"
+            self.engine: Engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self._lock_dir = Path()
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic)."""
+        config = Config()
+        config.set_main_option("script_location", str(resources.files("controller.ledger") / "migrations"))
+        try:
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"cannot open the ledger at {_safe_url(self.url)}: {exc.orig}") from exc
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    # ---- repositories ------------------------------------------------------------------------
+
+    def add_repo(self, ref: RepoRef) -> None:
+        """Track a repository; its name must be new."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.repositories.c.id).where(t.repositories.c.name == ref.name)).first():
+                raise ConfigError(f"a repository named '{ref.name}' is already tracked")
+            conn.execute(
+                t.repositories.insert().values(
+                    name=ref.name, url=ref.url, branch=ref.branch, prune=ref.prune, created_at=_now()
+                )
+            )
+
+    def repos(self) -> list[RepoRef]:
+        """Every tracked repository, by name."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.repositories).order_by(t.repositories.c.name)).mappings()
+            return [_ref(r) for r in rows]
+
+    def repo(self, name: str) -> RepoRef:
+        """The tracked repository `name` (ConfigError when unknown)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.repositories).where(t.repositories.c.name == name)).mappings().first()
+        if row is None:
+            raise ConfigError(f"no tracked repository named '{name}' (see `liminal repo list`)")
+        return _ref(row)
+
+    def _repo_id(self, conn: Connection, name: str) -> int:
+        found = conn.execute(sa.select(t.repositories.c.id).where(t.repositories.c.name == name)).scalar()
+        if found is None:
+            raise ConfigError(f"no tracked repository named '{name}'")
+        return int(found)
+
+    # ---- locking -----------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, repo: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold the repository's apply lock: one controller process applies a repository at a time.
+
+        Postgres: a session advisory lock; SQLite: an flock on a file beside the database. Both
+        are released by the OS or server when the process dies, so a crash never leaves it held.
+        """
+        key = int.from_bytes(hashlib.sha256(f"liminal:{repo}".encode()).digest()[:8], "big", signed=True)
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
+                if wait:
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                elif not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise TransientError(f"repository '{repo}' is being synced by another process", retry_after=5)
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_dir / f"{key & 0xFFFFFFFFFFFF:012x}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise TransientError(f"repository '{repo}' is being synced by another process", retry_after=5) from exc
+            yield
+        finally:
+            os.close(fd)
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def begin_run(self, repo: str, trigger: str) -> int:
+        """Start a run (under the repository lock); a run left RUNNING by a crash is closed as failed."""
+        with self.engine.begin() as conn:
+            repo_id = self._repo_id(conn, repo)
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.repo_id == repo_id, t.runs.c.status == RunStatus.RUNNING.value)
+                .values(status=RunStatus.FAILED.value, finished_at=_now(), error="interrupted (process ended)")
+            )
+            run_id = conn.execute(
+                t.runs.insert().values(
+                    repo_id=repo_id, trigger=trigger, status=RunStatus.RUNNING.value, started_at=_now()
+                )
+            ).inserted_primary_key
+            assert run_id is not None
+            conn.execute(t.repositories.update().where(t.repositories.c.id == repo_id).values(last_run_id=run_id[0]))
+            return int(run_id[0])
+
+    def set_attempted(self, run_id: int, repo: str, commit: str) -> None:
+        """Record the commit this run is trying (Flux's lastAttemptedRevision)."""
+        with self.engine.begin() as conn:
+            conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(commit=commit))
+            conn.execute(
+                t.repositories.update().where(t.repositories.c.name == repo).values(last_attempted_commit=commit)
+            )
+
+    def record(self, run_id: int, outcome: ResourceOutcome, resource: Resource | None, commit: str) -> None:
+        """Record one outcome and, in the same transaction, what is now deployed for its resource."""
+        key = outcome.key
+        with self.engine.begin() as conn:
+            repo_id = self._repo_id(conn, key.repo)
+            conn.execute(
+                t.outcomes.insert().values(
+                    run_id=run_id,
+                    kind=key.kind.value,
+                    name=key.name,
+                    action=outcome.action.value,
+                    code=outcome.code.value,
+                    content_hash=outcome.content_hash,
+                    health=outcome.health.value,
+                    message=outcome.message,
+                    at=_now(),
+                )
+            )
+            where = sa.and_(
+                t.deployed.c.repo_id == repo_id, t.deployed.c.kind == key.kind.value, t.deployed.c.name == key.name
+            )
+            if outcome.code is ResultCode.DELETED:
+                conn.execute(t.deployed.delete().where(where))
+            elif outcome.code.ok and resource is not None:
+                conn.execute(t.deployed.delete().where(where))
+                conn.execute(
+                    t.deployed.insert().values(
+                        repo_id=repo_id,
+                        kind=key.kind.value,
+                        name=key.name,
+                        content_hash=resource.content_hash,
+                        commit=commit,
+                        body=_jsonable(resource.body),
+                        updated_at=_now(),
+                    )
+                )
+
+    def finish_run(
+        self,
+        run_id: int,
+        repo: str,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        summary: Mapping[str, Any] | None = None,
+        applied_commit: str | None = None,
+    ) -> None:
+        """Close a run; `applied_commit` moves last_applied only when every change succeeded."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(status=status.value, finished_at=_now(), error=error, summary=dict(summary or {}))
+            )
+            values: dict[str, Any] = {"last_error": error}
+            if applied_commit is not None:
+                values["last_applied_commit"] = applied_commit
+            conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def deployed_state(self, repo: str) -> DeployedState:
+        """What the ledger says is deployed for `repo`."""
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, repo)
+            rows = conn.execute(sa.select(t.deployed).where(t.deployed.c.repo_id == repo_id)).mappings()
+            out = {}
+            for r in rows:
+                key = ResourceKey(repo, ResourceKind(r["kind"]), r["name"])
+                out[key] = Deployed(key, r["content_hash"], r["commit"], r["body"])
+        return DeployedState(out)
+
+    def history(self, repo: str | None = None, limit: int = 20) -> list[SyncRun]:
+        """The newest runs first, with their outcomes."""
+        with self.engine.connect() as conn:
+            query = (
+                sa.select(t.runs, t.repositories.c.name)
+                .join(t.repositories, t.repositories.c.id == t.runs.c.repo_id)
+                .order_by(t.runs.c.id.desc())
+                .limit(limit)
+            )
+            if repo is not None:
+                query = query.where(t.repositories.c.name == repo)
+            rows = list(conn.execute(query).mappings())
+            ids = [r["id"] for r in rows]
+            names = {r["id"]: r["name"] for r in rows}
+            found: dict[int, list[ResourceOutcome]] = {i: [] for i in ids}
+            if ids:
+                for o in conn.execute(
+                    sa.select(t.outcomes).where(t.outcomes.c.run_id.in_(ids)).order_by(t.outcomes.c.id)
+                ).mappings():
+                    found[o["run_id"]].append(_outcome(names[o["run_id"]], o))
+        return [_run(r, tuple(found[r["id"]])) for r in rows]
+
+    def status(self, repo: str) -> RepoStatus:
+        """The repository's attempted/applied commits, last run and resource count."""
+        ref = self.repo(repo)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.repositories).where(t.repositories.c.name == repo)).mappings().one()
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(t.deployed).where(t.deployed.c.repo_id == row["id"])
+            ).scalar()
+        runs = self.history(repo, limit=1)
+        return RepoStatus(
+            repo=ref,
+            last_attempted_commit=row["last_attempted_commit"],
+            last_applied_commit=row["last_applied_commit"],
+            last_run=runs[0] if runs else None,
+            last_error=row["last_error"],
+            resources=int(count or 0),
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _safe_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _ref(row: sa.RowMapping) -> RepoRef:
+    return RepoRef(name=row["name"], url=row["url"], branch=row["branch"], prune=bool(row["prune"]))
+
+
+def _outcome(repo: str, row: sa.RowMapping) -> ResourceOutcome:
+    return ResourceOutcome(
+        key=ResourceKey(repo, ResourceKind(row["kind"]), row["name"]),
+        action=Action(row["action"]),
+        code=ResultCode(row["code"]),
+        content_hash=row["content_hash"],
+        message=row["message"],
+        health=Health(row["health"]),
+    )
+
+
+def _run(row: sa.RowMapping, outcomes: tuple[ResourceOutcome, ...]) -> SyncRun:
+    return SyncRun(
+        id=row["id"],
+        repo=row["name"],
+        trigger=row["trigger"],
+        commit=row["commit"],
+        status=RunStatus(row["status"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        outcomes=outcomes,
+        summary=row["summary"] or {},
+    )

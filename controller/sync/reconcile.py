@@ -1,0 +1,150 @@
+"""reconcile: the one function that runs the stages in order for one repository.
+
+source -> load -> render -> plan -> apply -> record. The run is opened before anything else and
+closed in one `finally`, whatever happened (Flux's deferred status write). An invalid commit
+updates only the attempted commit: what is live stays live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from controller.errors import InputError, LiminalError, TransientError
+from controller.model import (
+    DeployedState,
+    DesiredState,
+    Origin,
+    Plan,
+    RepoRef,
+    Resource,
+    ResourceKind,
+    ResourceOutcome,
+    RunStatus,
+    Snapshot,
+    SyncRun,
+)
+from controller.render import RenderSettings, render
+from controller.spec import discover, load
+from controller.sync.apply import Target, apply
+from controller.sync.plan import plan
+
+__all__ = ["Deps", "LedgerPort", "SourcePort", "desired_for", "reconcile"]
+
+log = structlog.get_logger("liminal.sync")
+
+
+class SourcePort(Protocol):
+    """Where commits come from (controller.sync.source.GitSource)."""
+
+    def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot: ...
+
+
+class LedgerPort(Protocol):
+    """What reconcile needs of the ledger (controller.ledger.Ledger)."""
+
+    def repo(self, name: str) -> RepoRef: ...
+    def lock(self, repo: str, *, wait: bool = True) -> AbstractContextManager[None]: ...
+    def begin_run(self, repo: str, trigger: str) -> int: ...
+    def set_attempted(self, run_id: int, repo: str, commit: str) -> None: ...
+    def deployed_state(self, repo: str) -> DeployedState: ...
+    def record(self, run_id: int, outcome: ResourceOutcome, resource: Resource | None, commit: str) -> None: ...
+    def finish_run(
+        self,
+        run_id: int,
+        repo: str,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        summary: Mapping[str, Any] | None = None,
+        applied_commit: str | None = None,
+    ) -> None: ...
+    def history(self, repo: str | None = None, limit: int = 20) -> list[SyncRun]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """Everything reconcile touches, passed in (no module-level singletons)."""
+
+    source: SourcePort
+    ledger: LedgerPort
+    targets: Mapping[ResourceKind, Target]
+    settings: RenderSettings
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
+    """Load and render a snapshot, keeping only the kinds a target is configured for."""
+    files = discover([snapshot.root])
+    if not files:
+        return DesiredState(Origin(snapshot.repo.name, snapshot.commit), ())
+    spec = load(files, deps.environ)
+    state = render(spec, snapshot.root, deps.settings, Origin(snapshot.repo.name, snapshot.commit))
+    managed = tuple(r for r in state.resources if r.key.kind in deps.targets)
+    return DesiredState(state.origin, managed)
+
+
+def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | None = None) -> SyncRun:
+    """One reconcile of one repository; returns the recorded run."""
+    repo = deps.ledger.repo(repo_name)
+    with deps.ledger.lock(repo.name):
+        run_id = deps.ledger.begin_run(repo.name, trigger)
+        status, error, commit, applied = RunStatus.FAILED, None, None, None
+        summary: dict[str, Any] = {}
+        started = time.perf_counter()
+        bound = log.bind(repo=repo.name, run=run_id)
+        try:
+            snapshot = deps.source.fetch(repo, ref)
+            commit = snapshot.commit
+            bound = bound.bind(commit=commit[:12])
+            deps.ledger.set_attempted(run_id, repo.name, commit)
+            desired = desired_for(snapshot, deps)
+            deployed = deps.ledger.deployed_state(repo.name)
+            the_plan: Plan = plan(desired, deployed, prune=repo.prune)
+            summary["plan"] = the_plan.counts()
+            if the_plan.is_noop:
+                status, applied = RunStatus.NOOP, commit
+                bound.debug("sync.noop")
+            else:
+                bound.info("sync.apply", **the_plan.counts())
+                result = apply(
+                    the_plan,
+                    desired,
+                    deployed,
+                    deps.targets,
+                    lambda outcome, resource: deps.ledger.record(run_id, outcome, resource, commit or ""),
+                )
+                summary["outcomes"] = _count(result.outcomes)
+                if result.ok:
+                    status, applied = RunStatus.SUCCEEDED, commit
+                else:
+                    failed = [o for o in result.outcomes if not o.code.ok]
+                    error = f"{len(failed)} change(s) did not apply; first: {failed[0].key}: {failed[0].message}"
+        except InputError as exc:
+            status = RunStatus.INVALID
+            error = f"{len(exc.problems)} problem(s); first: {exc.problems[0].render()}"
+            summary["problems"] = [p.as_json() for p in exc.problems[:50]]
+        except TransientError as exc:
+            error = f"{exc} (retry in {exc.retry_after} s)"
+        except LiminalError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"internal error: {type(exc).__name__}"
+            raise
+        finally:
+            summary["seconds"] = round(time.perf_counter() - started, 3)
+            deps.ledger.finish_run(run_id, repo.name, status, error=error, summary=summary, applied_commit=applied)
+            bound.info("sync.finished", status=status.value, error=error, seconds=summary["seconds"])
+    return deps.ledger.history(repo.name, limit=1)[0]
+
+
+def _count(outcomes: tuple[ResourceOutcome, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o in outcomes:
+        out[o.code.value] = out.get(o.code.value, 0) + 1
+    return out

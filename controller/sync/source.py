@@ -1,0 +1,142 @@
+"""Git source: a bare mirror per repository, and one immutable checkout per commit. Git only.
+
+Credentials never enter a URL, the git config, a log line or the ledger: an HTTPS token is
+handed to git through GIT_ASKPASS in the child's environment, an SSH key through
+GIT_SSH_COMMAND (host keys stay checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import git
+
+from controller.errors import LiminalError, TransientError
+from controller.model import RepoRef, Snapshot
+
+__all__ = ["GitCredentials", "GitSource", "SourceError", "sanitize"]
+
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$LIMINAL_GIT_ASKPASS_USERNAME" ;;
+  *) printf '%s\\n' "$LIMINAL_GIT_ASKPASS_PASSWORD" ;;
+esac
+"""
+
+
+class SourceError(LiminalError):
+    """The repository cannot give the wanted commit (branch deleted, ref missing). Not retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class GitCredentials:
+    """How to authenticate to remotes: an HTTPS token (with its user name) or an SSH key file."""
+
+    token: str | None = None
+    username: str = "x-access-token"
+    ssh_key_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"GitCredentials(token={'***' if self.token else None}, ssh_key_file={self.ssh_key_file!r})"
+
+
+def sanitize(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with URL user-info and every secret replaced by `***`."""
+    out = re.sub(r"(?i)(https?://)[^/@\s]+@", r"\1***@", text)
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "***")
+    return out
+
+
+class GitSource:
+    """Fetches tracked repositories into `cache` (one folder per repository, named by a hash)."""
+
+    def __init__(self, cache: Path, credentials: GitCredentials | None = None) -> None:
+        self.cache = cache
+        self.credentials = credentials or GitCredentials()
+
+    def _folder(self, repo: RepoRef) -> Path:
+        slug = re.sub(r"[^a-z0-9]+", "-", repo.name.lower()).strip("-")[:40] or "repo"
+        digest = hashlib.sha256(f"{repo.name}\0{repo.url}".encode()).hexdigest()[:12]
+        return self.cache / f"{slug}-{digest}"
+
+    def _env(self) -> dict[str, str]:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+        if self.credentials.token:
+            askpass = self.cache / "askpass.sh"
+            if not askpass.exists():
+                self.cache.mkdir(parents=True, exist_ok=True)
+                askpass.write_text(_ASKPASS, encoding="utf-8")
+                askpass.chmod(stat.S_IRWXU)
+            env |= {
+                "GIT_ASKPASS": str(askpass),
+                "LIMINAL_GIT_ASKPASS_USERNAME": self.credentials.username,
+                "LIMINAL_GIT_ASKPASS_PASSWORD": self.credentials.token,
+            }
+        if self.credentials.ssh_key_file:
+            env["GIT_SSH_COMMAND"] = f"ssh -i '{self.credentials.ssh_key_file}' -o IdentitiesOnly=yes -o BatchMode=yes"
+        return env
+
+    def resolve(self, repo: RepoRef) -> str:
+        """Fetch the branch and return its newest commit."""
+        mirror = self._mirror(repo)
+        ref = f"refs/heads/{repo.branch}"
+        try:
+            with mirror.git.custom_environment(**self._env()):
+                # `+` accepts a force-push; --prune forgets branches deleted on the remote
+                mirror.git.fetch("--prune", "--no-tags", "--", repo.url, f"+{ref}:{ref}")
+        except git.GitCommandError as exc:
+            message = sanitize(f"{exc.stderr or exc}".strip(), (self.credentials.token or "",))
+            if "couldn't find remote ref" in message:
+                raise SourceError(f"branch '{repo.branch}' does not exist on {sanitize(repo.url)}") from exc
+            raise TransientError(f"cannot fetch {sanitize(repo.url)}: {message}", retry_after=30) from exc
+        return str(mirror.git.rev_parse(ref))
+
+    def checkout(self, repo: RepoRef, commit: str) -> Snapshot:
+        """An immutable checkout of `commit` (made once, then reused)."""
+        if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+            raise SourceError(f"not a full commit id: {commit!r}")
+        folder = self._folder(repo) / "commits" / commit
+        if not folder.is_dir():
+            mirror = self._mirror(repo)
+            try:
+                data = mirror.git.archive("--format=tar", commit, stdout_as_string=False)
+            except git.GitCommandError as exc:
+                raise SourceError(f"commit {commit} is not in {repo.name}: {sanitize(str(exc.stderr))}") from exc
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+            try:
+                with tarfile.open(fileobj=BytesIO(data)) as archive:
+                    # the `tar` filter drops absolute and `..` member names; symlinks that lead out are
+                    # kept so validation reports them with the file that holds them
+                    archive.extractall(staging, filter="tar")
+                (staging / ".git").mkdir()  # marks the repository root for discovery
+                os.replace(staging, folder)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        return Snapshot(repo=repo, commit=commit, root=folder)
+
+    def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot:
+        """The snapshot of `ref` (a full commit id), or of the branch's newest commit."""
+        commit = ref if ref else self.resolve(repo)
+        if ref:
+            self.resolve(repo)  # the commit must be reachable from what the remote has
+        return self.checkout(repo, commit)
+
+    def _mirror(self, repo: RepoRef) -> git.Repo:
+        path = self._folder(repo) / "mirror.git"
+        if (path / "HEAD").is_file():
+            return git.Repo(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return git.Repo.init(path, bare=True)

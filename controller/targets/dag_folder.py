@@ -1,0 +1,79 @@
+"""DAG-folder target: writes rendered DAG files atomically into an Airflow dags folder.
+
+Airflow parses every `.py` file there; a file is written beside its final name under a name
+Airflow ignores, flushed, then renamed, so the DAG processor never reads half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from controller.errors import TargetError
+from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode
+from controller.render.dags import PAYLOAD_PREFIX, dag_filename
+
+__all__ = ["DagFolderTarget"]
+
+
+class DagFolderTarget:
+    """Observe, write and remove DAG files in `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: ResourceKey) -> Path:
+        return self.folder / dag_filename(key.repo, key.name)
+
+    def observe(self, keys: Sequence[ResourceKey]) -> Mapping[ResourceKey, str | None]:
+        """The content hash stamped in each DAG file present (None when absent or unreadable)."""
+        return {key: _stamped_hash(self._path(key)) for key in keys}
+
+    def apply(self, resource: Resource) -> ResourceOutcome:
+        """Write the DAG file (atomic rename)."""
+        artifact = resource.artifact
+        if not isinstance(artifact, DagFile):
+            raise TargetError(str(resource.key), "not a DAG file")
+        path = self._path(resource.key)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".liminal-", suffix=".tmp", dir=self.folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                    stream.write(artifact.text)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as exc:
+            raise TargetError(str(resource.key), f"cannot write {path}: {exc.strerror}") from exc
+        # the engine sets the action (create or update) from the plan
+        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, str(path))
+
+    def delete(self, deployed: Deployed) -> ResourceOutcome:
+        """Remove the DAG file (absent already counts as removed)."""
+        path = self._path(deployed.key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise TargetError(str(deployed.key), f"cannot remove {path}: {exc.strerror}") from exc
+        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, str(path))
+
+
+def _stamped_hash(path: Path) -> str | None:
+    try:
+        with path.open(encoding="utf-8") as stream:
+            for line in stream:
+                if line.startswith(PAYLOAD_PREFIX):
+                    payload = json.loads(json.loads(line[len(PAYLOAD_PREFIX) :]))
+                    found = payload.get("origin", {}).get("hash")
+                    return str(found) if found else None
+    except (OSError, ValueError):
+        return None
+    return None
