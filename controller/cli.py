@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from controller.config import controller_settings, placeholder_environ, render_settings
+from controller.config import controller_settings, log_format, placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
 from controller.model import Origin, RepoRef, ResourceKind, RunStatus, Spec, SyncRun
@@ -356,9 +355,7 @@ def _run_json(r: SyncRun) -> dict[str, object]:
 def _configure_logging() -> None:
     # structured events go to stderr (JSON when LIMINAL_LOG_FORMAT=json); stdout is for results
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if os.environ.get("LIMINAL_LOG_FORMAT") == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if log_format() == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -21,6 +21,7 @@ __all__ = [
     "KNOWN_NAMES",
     "ControllerSettings",
     "controller_settings",
+    "log_format",
     "placeholder_environ",
     "read_config",
     "render_settings",
@@ -66,6 +67,12 @@ def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, s
     """
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if not k.startswith("LIMINAL_") and not _SECRET_LIKE.search(k)}
+
+
+def log_format(environ: Mapping[str, str] | None = None) -> str:
+    """`json` or `console` (LIMINAL_LOG_FORMAT): how structured log events are written to stderr."""
+    env = os.environ if environ is None else environ
+    return "json" if env.get("LIMINAL_LOG_FORMAT", "").lower() == "json" else "console"
 
 
 def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
