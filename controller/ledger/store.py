@@ -39,6 +39,7 @@ from controller.model import (
     RunStatus,
     SyncRun,
 )
+from controller.render.hashing import plain
 
 __all__ = ["Ledger", "RepoStatus"]
 
@@ -219,7 +220,7 @@ class Ledger:
                         name=key.name,
                         content_hash=resource.content_hash,
                         commit=commit,
-                        body=_jsonable(resource.body),
+                        body=plain(resource.body),
                         updated_at=_now(),
                     )
                 )
@@ -311,14 +312,6 @@ def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
 
 def _safe_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _ref(row: sa.RowMapping) -> RepoRef:
