@@ -90,7 +90,10 @@ def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def render_settings(environ: Mapping[str, str] | None = None) -> RenderSettings:
     """RenderSettings from file and environment; unset names keep their documented defaults."""
-    values = read_config(environ)
+    return _render_settings(read_config(environ))
+
+
+def _render_settings(values: Mapping[str, str]) -> RenderSettings:
     defaults = RenderSettings()
     serving = values.get("serving", defaults.serving.value)
     if serving not in ServingTarget.__members__.values():
@@ -153,7 +156,7 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         home=home,
         ledger_url=values.get("ledger_url") or f"sqlite:///{home / 'ledger.db'}",
         dags_folder=Path(values.get("dags_folder") or home / "dags").absolute(),
-        render=render_settings(env),
+        render=_render_settings(values),
         git_token=token,
         git_username=values.get("git_username") or "x-access-token",
         git_ssh_key_file=values.get("git_ssh_key_file") or None,

@@ -284,15 +284,16 @@ class Ledger:
 
     def status(self, repo: str) -> RepoStatus:
         """The repository's attempted/applied commits, last run and resource count."""
-        ref = self.repo(repo)
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.repositories).where(t.repositories.c.name == repo)).mappings().one()
+            row = conn.execute(sa.select(t.repositories).where(t.repositories.c.name == repo)).mappings().first()
+            if row is None:
+                raise ConfigError(f"no tracked repository named '{repo}' (see `liminal repo list`)")
             count = conn.execute(
                 sa.select(sa.func.count()).select_from(t.deployed).where(t.deployed.c.repo_id == row["id"])
             ).scalar()
         runs = self.history(repo, limit=1)
         return RepoStatus(
-            repo=ref,
+            repo=_ref(row),
             last_attempted_commit=row["last_attempted_commit"],
             last_applied_commit=row["last_applied_commit"],
             last_run=runs[0] if runs else None,
