@@ -9,11 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "EMPTY",
@@ -31,6 +31,7 @@ __all__ = [
     "Image",
     "ImageBuild",
     "ImageType",
+    "Memo",
     "Mount",
     "Origin",
     "Pipeline",
@@ -58,6 +59,24 @@ __all__ = [
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 """The shared empty read-only mapping."""
+
+_T = TypeVar("_T")
+
+
+class Memo(Protocol):
+    """A content-keyed cache that load and render may use to skip work; results never depend on it.
+
+    One Memo view belongs to one checkout: `tree_id` answers for that checkout's directories.
+    """
+
+    def tree_id(self, path: str) -> str | None:
+        """Git's id of the repository-relative directory `path` ('' or '.' for the root), or None
+        when it is unknown or holds a symlink (a symlink's target is not fixed by the id)."""
+        ...
+
+    def get_or_make(self, space: str, key: Hashable, make: Callable[[], _T]) -> _T:
+        """The value stored under (`space`, `key`), made by `make()` and stored on a miss."""
+        ...
 
 
 def freeze(value: Any) -> Any:
@@ -323,7 +342,9 @@ class ContextFile:
 
     `path` is POSIX, relative to the context root. `mode` is normalised to 0o644, 0o755 or
     0o120777 (symlink) because git only keeps those and umasks differ between machines.
-    `origin` is the file on disk; `data` holds generated files (Dockerfile, serving runtime).
+    `origin` is the file's path in the repository checkout (POSIX, relative to its root, so a
+    build spec names the same files in every checkout); `data` holds generated files (Dockerfile,
+    serving runtime).
     `link` is a symlink's target.
     """
 

@@ -160,7 +160,7 @@ def test_the_example_server_image_content_serves_its_endpoints(tmp_path: Path) -
     for f in build.files:
         target = app / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.data if f.data is not None else Path(str(f.origin)).read_bytes())
+        target.write_bytes(f.data if f.data is not None else (repo / str(f.origin)).read_bytes())
     port = _free_port()
     env = {**os.environ, "LIMINAL_SERVE_PORT": str(port), "LIMINAL_SERVE_HOST": "127.0.0.1"}
     proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from controller.ledger import Ledger
 from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.plan import plan
+from controller.sync.cache import RenderCache
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
@@ -75,6 +76,11 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 def make_deps(tmp_path: Path, ledger: Ledger) -> Deps:
@@ -225,3 +231,95 @@ def test_tokens_never_appear_in_errors() -> None:
         "fatal: https://***@host/x.git denied ***"
     )
     assert "s3cret" not in repr(GitCredentials(token="s3cret"))
+
+
+def test_cached_render_equals_full_render_across_commits(tmp_path: Path, remote: Path) -> None:
+    """The render cache never changes a result: every commit renders the same with and without it."""
+    cached = Deps(
+        source=GitSource(tmp_path / "cache"),
+        ledger=None,  # type: ignore[arg-type]  # desired_for does not use the ledger
+        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
+        settings=RenderSettings(),
+        cache=RenderCache(),
+    )
+    uncached = Deps(cached.source, cached.ledger, cached.targets, cached.settings, cache=None)
+    ref = RepoRef("hello", str(remote))
+    yml = remote / "liminal.yml"
+
+    def edits() -> Iterator[str]:
+        yield "initial"
+        (remote / "pipeline" / "extra.py").write_text("X = 1\n")  # image context only
+        yield "context file"
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *"))
+        yield "schedule"
+        (remote / "pipeline" / "link").symlink_to("extra.py")  # a symlink: tree id not trusted
+        yield "symlink"
+        (remote / "pipeline" / "extra.py").write_text("X = 2\n")  # changes what the link shows
+        yield "through symlink"
+        (remote / "pipeline" / "link").unlink()
+        (remote / "pipeline" / "extra.py").unlink()
+        yield "back"
+
+    seen = []
+    for message in edits():
+        if message != "initial":
+            commit_all(remote, message)
+        snapshot = cached.source.fetch(ref)
+        with_cache = desired_for(snapshot, cached)
+        assert desired_for(snapshot, cached) is with_cache  # the same commit is not rendered again
+        without = desired_for(snapshot, uncached)
+        assert [(r.key, r.content_hash, r.body, r.artifact) for r in with_cache.resources] == [
+            (r.key, r.content_hash, r.body, r.artifact) for r in without.resources
+        ]
+        seen.append({r.key.name: r.content_hash for r in with_cache.resources})
+    # each edit changed some hash, so the comparisons above compared something
+    assert all(a != b for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Path) -> None:
+    from benchmarks.sync import pipeline_yml
+
+    remote = tmp_path / "remote"
+    for i in range(5):
+        write_file(remote / f"p{i}" / "liminal.yml", pipeline_yml(i, i))
+        write_file(remote / f"p{i}" / "step.py", f"print({i})\n")
+    git(remote, "init", "-q", "-b", "main")
+    commit_all(remote, "five")
+    cache = RenderCache()
+    deps = Deps(
+        source=GitSource(tmp_path / "cache"),
+        ledger=None,  # type: ignore[arg-type]
+        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
+        settings=RenderSettings(),
+        cache=cache,
+    )
+    ref = RepoRef("five", str(remote))
+    desired_for(deps.source.fetch(ref), deps)
+    before = cache.stats()
+    write_file(remote / "p3" / "liminal.yml", pipeline_yml(3, 30))
+    commit_all(remote, "one pipeline")
+    desired_for(deps.source.fetch(ref), deps)
+    delta = {k: v - before.get(k, 0) for k, v in cache.stats().items() if v != before.get(k, 0)}
+    assert delta == {
+        "desired_made": 1,
+        "file_made": 1,
+        "file_reused": 4,
+        "system_made": 1,
+        "system_reused": 4,
+        "image_made": 1,  # the image's tree holds the changed liminal.yml
+        "image_reused": 4,
+        "dags_made": 1,
+        "dags_reused": 4,
+    }
+
+
+def test_tree_ids_leave_out_directories_holding_symlinks(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    write_file(remote / "a" / "b" / "f.txt", "x")
+    write_file(remote / "c" / "g.txt", "y")
+    (remote / "a" / "b" / "link").symlink_to("../../c")
+    git(remote, "init", "-q", "-b", "main")
+    commit = commit_all(remote, "tree")
+    source = GitSource(tmp_path / "cache")
+    trees = source.trees(source.fetch(RepoRef("t", str(remote))))
+    assert trees == {"c": git(remote, "rev-parse", f"{commit}:c")}

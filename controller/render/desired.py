@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 from controller.errors import InputError
-from controller.model import DesiredState, ImageBuild, Origin, Problem, Resource, ResourceKey, ResourceKind, Spec
+from controller.model import (
+    DesiredState,
+    ImageBuild,
+    Memo,
+    Origin,
+    Problem,
+    Resource,
+    ResourceKey,
+    ResourceKind,
+    Spec,
+    System,
+)
 from controller.render.dags import dag_file, loader_source, pipeline_payload, stamp_payload
-from controller.render.hashing import digest
+from controller.render.hashing import digest, plain
 from controller.render.images import build_image
 from controller.render.services import service_body, stamp_service
 from controller.render.settings import RenderSettings
@@ -16,19 +31,68 @@ from controller.render.settings import RenderSettings
 __all__ = ["render"]
 
 
-def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin) -> DesiredState:
+class _Same:
+    """A memo key part equal only to the very same object (for values that are not hashable).
+
+    It holds the object, so its id cannot be reused while the memo entry lives.
+    """
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+@dataclass(frozen=True, slots=True)
+class _DagPart:
+    """A pipeline's rendered payload, before the origin stamp."""
+
+    name: str
+    payload: dict[str, Any]
+    content_hash: str
+    images: tuple[str, ...]
+
+
+def _dag_parts(system: System, builds: Mapping[str, ImageBuild], settings: RenderSettings) -> tuple[_DagPart, ...]:
+    loader = _loader_sha256()
+    out = []
+    for pipeline in system.pipelines:
+        payload = plain(pipeline_payload(pipeline, system, builds, settings))
+        used = sorted({t.image for t in pipeline.tasks if t.image and not t.external_image and t.image in builds})
+        out.append(_DagPart(pipeline.name, payload, digest({"loader": loader, "payload": payload}), tuple(used)))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _loader_sha256() -> str:
+    return hashlib.sha256(loader_source().encode()).hexdigest()
+
+
+def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, memo: Memo | None = None) -> DesiredState:
     """The resources `spec` wants deployed, each with its content hash and dependencies.
 
     Deterministic: the same files and settings give the same hashes on any machine. `root` is the
     repository checkout that image `source` paths are relative to; nothing outside it is read.
     Raises InputError when two liminal.yml files declare one image name with different content.
+    With a `memo`, an image whose source tree is unchanged is not hashed again, and the DAGs of a
+    System object met before are not rendered again (only stamped with the new origin).
     """
     builds: dict[str, ImageBuild] = {}
     declared_in: dict[str, str] = {}
     problems: list[Problem] = []
     for system in spec.systems:
         for image in system.images:
-            build = build_image(image, root, settings)
+            tree = memo.tree_id(image.source) if memo is not None else None
+            if memo is None or tree is None:
+                build = build_image(image, root, settings)
+            else:
+                build = memo.get_or_make("image", (image, settings, tree), partial(build_image, image, root, settings))
             earlier = builds.get(image.name)
             if earlier is not None and earlier.content_hash != build.content_hash:
                 problems.append(
@@ -66,20 +130,24 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin) -> 
         )
         for b in builds.values()
     ]
-    loader = hashlib.sha256(loader_source().encode()).hexdigest()
+    loader = _loader_sha256()
     for system in spec.systems:
-        for pipeline in system.pipelines:
-            payload = pipeline_payload(pipeline, system, builds, settings)
-            content_hash = digest({"loader": loader, "payload": payload})
-            stamped = stamp_payload(payload, origin, content_hash)
-            artifact = dag_file(origin.repo, stamped)
-            used = sorted({t.image for t in pipeline.tasks if t.image and not t.external_image and t.image in builds})
+        if memo is None:
+            parts = _dag_parts(system, builds, settings)
+        else:
+            tags = tuple(
+                sorted((i, builds[i].tag) for i in {t.image for p in system.pipelines for t in p.tasks} if i in builds)
+            )
+            key = (_Same(system), tags, settings)
+            parts = memo.get_or_make("dags", key, partial(_dag_parts, system, builds, settings))
+        for part in parts:
+            artifact = dag_file(origin.repo, stamp_payload(part.payload, origin, part.content_hash))
             resources.append(
                 Resource(
-                    key=ResourceKey(origin.repo, ResourceKind.DAG, pipeline.name),
-                    content_hash=content_hash,
-                    body={"filename": artifact.filename, "loader_sha256": loader, "payload": payload},
-                    depends_on=tuple(image_key(n) for n in used),
+                    key=ResourceKey(origin.repo, ResourceKind.DAG, part.name),
+                    content_hash=part.content_hash,
+                    body={"filename": artifact.filename, "loader_sha256": loader, "payload": part.payload},
+                    depends_on=tuple(image_key(n) for n in part.images),
                     artifact=artifact,
                 )
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import stat
 from importlib import resources
 from pathlib import Path
@@ -78,7 +79,7 @@ def dockerfile(image: Image, settings: RenderSettings, *, has_requirements: bool
 def build_image(image: Image, root: Path, settings: RenderSettings) -> ImageBuild:
     """The build spec of `image`, whose `source` is relative to the repository `root`."""
     context = root / image.source
-    files = {f.path: f for f in _context_files(context)}
+    files = {f.path: f for f in _context_files(context, image.source)}
     generated: list[tuple[str, bytes, int]] = []
     if image.type.serves_http:
         endpoints = [{"endpoint": e.path, "module": e.module, "function": e.function} for e in image.endpoints]
@@ -114,7 +115,7 @@ def build_image(image: Image, root: Path, settings: RenderSettings) -> ImageBuil
     )
 
 
-def _context_files(context: Path) -> list[ContextFile]:
+def _context_files(context: Path, source: str) -> list[ContextFile]:
     ignore_file = context / ".dockerignore"
     rules = parse_dockerignore(ignore_file.read_text(encoding="utf-8")) if ignore_file.is_file() else IgnoreRules()
     prune = not any(p.exclusion for p in rules.patterns)  # with no `!` rule an ignored folder is skipped whole
@@ -131,13 +132,13 @@ def _context_files(context: Path) -> list[ContextFile]:
             rel = path.relative_to(context).as_posix()
             if rules.ignores(rel):
                 continue
-            entry = _context_file(path, rel)
+            entry = _context_file(path, rel, posixpath.normpath(posixpath.join(source, rel)))
             if entry is not None:
                 out.append(entry)
     return out
 
 
-def _context_file(path: Path, rel: str) -> ContextFile | None:
+def _context_file(path: Path, rel: str, origin: str) -> ContextFile | None:
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
@@ -152,4 +153,4 @@ def _context_file(path: Path, rel: str) -> ContextFile | None:
         while chunk := stream.read(_CHUNK):
             h.update(chunk)
             size += len(chunk)
-    return ContextFile(rel, mode, h.hexdigest(), size, origin=str(path))
+    return ContextFile(rel, mode, h.hexdigest(), size, origin=origin)

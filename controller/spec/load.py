@@ -7,8 +7,11 @@ their repository roots.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 import fastjsonschema
 
 from controller.errors import InputError
-from controller.model import Problem, Spec, System
+from controller.model import Memo, Problem, Spec, System
 from controller.spec.resolve import Document, resolve_system
 from controller.spec.schema import check_schema, jsonable, load_schema
 from controller.spec.validate import SourceFile, check_unique, k8s_name, service_name, validate_system
@@ -84,7 +87,17 @@ def discover(paths: Sequence[Path]) -> list[SourceFile]:
     return list(found.values())
 
 
-def _parse(source: SourceFile, limits: Limits) -> tuple[Node | None, list[Problem]]:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """One file after the per-file stages: parse, schema, per-file rules."""
+
+    root: Node | None
+    problems: tuple[Problem, ...]
+    schema_ok: bool
+    sha256: str
+
+
+def _read(source: SourceFile, limits: Limits) -> tuple[bytes | None, list[Problem]]:
     try:
         size = source.path.stat().st_size
         if size > limits.max_bytes:
@@ -98,18 +111,42 @@ def _parse(source: SourceFile, limits: Limits) -> tuple[Node | None, list[Proble
                     "too-large",
                 )
             ]
-        data = source.path.read_bytes()
+        return source.path.read_bytes(), []
     except OSError as exc:
         return None, [Problem(source.display, 1, 1, "$", f"cannot read file: {exc.strerror}", "io")]
+
+
+def _parse(data: bytes, display: str, limits: Limits) -> tuple[Node | None, list[Problem]]:
     try:
-        root = parse_yaml(data, source.display, limits)
+        root = parse_yaml(data, display, limits)
     except InputError as exc:
         return None, list(exc.problems)
     if root.value is None:
-        return None, [Problem(source.display, 1, 1, "$", "file is empty; a liminal.yml needs at least `name`", "empty")]
+        return None, [Problem(display, 1, 1, "$", "file is empty; a liminal.yml needs at least `name`", "empty")]
     if not isinstance(root.value, dict):
         return None, [root.problem("the top level must be a mapping (name: ..., pipelines: ...)", "schema/type")]
     return root, []
+
+
+def _per_file(data: bytes, display: str, limits: Limits, sha: str) -> _Parsed:
+    root, problems = _parse(data, display, limits)
+    if root is None:
+        return _Parsed(None, tuple(problems), False, sha)
+    schema_found = schema_problems(root)
+    problems += schema_found
+    if not schema_found and (name := _str(root.get("name"))) is not None:
+        problems += _file_rules(Document(name, root, is_super=_str(root.get("type")) == "super"))
+    return _Parsed(root, tuple(problems), not schema_found, sha)
+
+
+def _parsed(source: SourceFile, limits: Limits, memo: Memo | None) -> _Parsed:
+    data, problems = _read(source, limits)
+    if data is None:
+        return _Parsed(None, tuple(problems), False, "")
+    sha = hashlib.sha256(data).hexdigest()
+    if memo is None:
+        return _per_file(data, source.display, limits, sha)
+    return memo.get_or_make("file", (source.display, sha, limits), lambda: _per_file(data, source.display, limits, sha))
 
 
 def _file_rules(doc: Document) -> list[Problem]:
@@ -155,34 +192,38 @@ def _str(node: Node | None) -> str | None:
     return node.value if node is not None and isinstance(node.value, str) else None
 
 
-def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits = DEFAULT_LIMITS) -> Spec:
+def load(
+    files: Sequence[SourceFile],
+    environ: Mapping[str, str],
+    limits: Limits = DEFAULT_LIMITS,
+    memo: Memo | None = None,
+) -> Spec:
     """Load, resolve and validate a set of liminal.yml files as one repository.
 
     `super` names are resolved across all `files` (Liminal's base is built in). `environ` is
     what `{{placeholders}}` may read after `variables`. Returns the Spec of every deployable
     system, or raises InputError carrying every problem found, sorted by file and position.
+    With a `memo`, a file whose bytes are unchanged is not parsed again, and a system whose
+    files, environment and directory tree are unchanged is not resolved or validated again.
     """
     problems: list[Problem] = []
     documents: dict[str, Document] = {}
+    digests: dict[str, str] = {}
     bad_names: set[str] = set()
     by_file = {f.display: f for f in files}
     for source in files:
-        root, found = _parse(source, limits)
-        problems += found
+        parsed = _parsed(source, limits, memo)
+        problems += parsed.problems
+        root = parsed.root
         if root is None:
             continue
-        schema_found = schema_problems(root)
-        problems += schema_found
         name_node = root.get("name")
         name = _str(name_node)
         if name is None:
             continue
-        type_node = root.get("type")
-        doc = Document(name, root, is_super=_str(type_node) == "super")
-        if schema_found:
+        doc = Document(name, root, is_super=_str(root.get("type")) == "super")
+        if not parsed.schema_ok:
             bad_names.add(name)
-        else:
-            problems += _file_rules(doc)
         if name in documents:
             first = documents[name].root
             assert name_node is not None
@@ -194,20 +235,30 @@ def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits
             )
             continue
         documents[name] = doc
+        digests[name] = parsed.sha256
 
     systems: list[System] = []
     base = _base_document()
+    environ_key = tuple(sorted(environ.items())) if memo is not None else ()
     for doc in documents.values():
         if doc.name in bad_names or _chain_is_bad(doc, documents, bad_names):
             continue
         if doc.is_super:
             continue
-        try:
-            resolved, supers, variables = resolve_system(doc, documents, base, environ)
-        except InputError as exc:
-            problems += exc.problems
-            continue
-        system, found = validate_system(resolved, supers, variables, by_file)
+
+        def make(doc: Document = doc) -> tuple[System | None, list[Problem]]:
+            try:
+                resolved, supers, variables = resolve_system(doc, documents, base, environ)
+            except InputError as exc:
+                return None, list(exc.problems)
+            return validate_system(resolved, supers, variables, by_file)
+
+        tree = memo.tree_id(posixpath.dirname(doc.root.file)) if memo is not None else None
+        if memo is None or tree is None:
+            system, found = make()
+        else:
+            key = (_chain_key(doc, documents, digests), environ_key, tree)
+            system, found = memo.get_or_make("system", key, make)
         problems += found
         if system is not None:
             systems.append(system)
@@ -215,6 +266,22 @@ def load(files: Sequence[SourceFile], environ: Mapping[str, str], limits: Limits
     if problems:
         raise InputError(_dedupe(problems))
     return Spec(systems=tuple(systems), files=tuple(f.display for f in files))
+
+
+def _chain_key(doc: Document, documents: Mapping[str, Document], digests: Mapping[str, str]) -> tuple[Any, ...]:
+    """What a system's resolution reads: each file of its super chain, by name, path and content."""
+    out: list[tuple[str, str, str]] = []
+    current: Document | None = doc
+    seen: set[str] = set()
+    while current is not None and current.name not in seen:
+        seen.add(current.name)
+        out.append((current.name, current.root.file, digests[current.name]))
+        wanted = current.super_name
+        current = documents.get(wanted) if wanted else None
+        if wanted and current is None:
+            out.append((wanted, "", "missing"))
+            break
+    return tuple(out)
 
 
 def _chain_is_bad(doc: Document, documents: Mapping[str, Document], bad: set[str]) -> bool:

@@ -19,6 +19,7 @@ from controller.errors import InputError, LiminalError, TransientError
 from controller.model import (
     DeployedState,
     DesiredState,
+    Memo,
     Origin,
     Plan,
     RepoRef,
@@ -30,8 +31,9 @@ from controller.model import (
     SyncRun,
 )
 from controller.render import RenderSettings, render
-from controller.spec import discover, load
+from controller.spec import SourceFile, discover, load
 from controller.sync.apply import Target, apply
+from controller.sync.cache import RenderCache
 from controller.sync.plan import plan
 
 __all__ = ["Deps", "LedgerPort", "SourcePort", "desired_for", "reconcile"]
@@ -43,6 +45,7 @@ class SourcePort(Protocol):
     """Where commits come from (controller.sync.source.GitSource)."""
 
     def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot: ...
+    def trees(self, snapshot: Snapshot) -> Mapping[str, str]: ...
 
 
 class LedgerPort(Protocol):
@@ -76,17 +79,39 @@ class Deps:
     targets: Mapping[ResourceKind, Target]
     settings: RenderSettings
     environ: Mapping[str, str] = field(default_factory=dict)
+    cache: RenderCache | None = field(default_factory=RenderCache)
+    """Kept between reconciles of a long-lived process; None renders everything every time."""
 
 
 def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
-    """Load and render a snapshot, keeping only the kinds a target is configured for."""
-    files = discover([snapshot.root])
+    """Load and render a snapshot, keeping only the kinds a target is configured for.
+
+    With a cache, a commit rendered before under the same settings is not loaded again, and a
+    new commit loads and renders only the files, systems and images whose content changed.
+    """
+    cache = deps.cache
+    if cache is None:
+        return _desired(snapshot, deps, None)
+    key = (
+        snapshot.repo.name,
+        snapshot.commit,
+        deps.settings,
+        tuple(sorted(deps.environ.items())),
+        frozenset(deps.targets),
+    )
+    return cache.get_or_make("desired", key, lambda: _desired(snapshot, deps, cache.view(deps.source.trees(snapshot))))
+
+
+def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:
+    origin = Origin(snapshot.repo.name, snapshot.commit)
+    # files are named relative to the repository: errors read `pipelines/a/liminal.yml:3:5`, and
+    # the names (memo keys) are the same in every commit's checkout
+    files = [SourceFile(f.path, f.path.relative_to(f.root).as_posix(), f.root) for f in discover([snapshot.root])]
     if not files:
-        return DesiredState(Origin(snapshot.repo.name, snapshot.commit), ())
-    spec = load(files, deps.environ)
-    state = render(spec, snapshot.root, deps.settings, Origin(snapshot.repo.name, snapshot.commit))
-    managed = tuple(r for r in state.resources if r.key.kind in deps.targets)
-    return DesiredState(state.origin, managed)
+        return DesiredState(origin, ())
+    spec = load(files, deps.environ, memo=memo)
+    state = render(spec, snapshot.root, deps.settings, origin, memo=memo)
+    return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets))
 
 
 def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | None = None) -> SyncRun:

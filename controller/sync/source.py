@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -133,6 +134,26 @@ class GitSource:
         if ref:
             self.resolve(repo)  # the commit must be reachable from what the remote has
         return self.checkout(repo, commit)
+
+    def trees(self, snapshot: Snapshot) -> dict[str, str]:
+        """Git's tree id of each directory of the snapshot ('' is the root), leaving out every
+        directory that holds a symlink at any depth: a symlink's target is not fixed by the id."""
+        mirror = self._mirror(snapshot.repo)
+        out = {"": str(mirror.git.rev_parse(f"{snapshot.commit}^{{tree}}"))}
+        tainted: set[str] = set()
+        for entry in str(mirror.git.ls_tree("-r", "-t", "-z", snapshot.commit)).split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, kind, oid = meta.split()
+            if kind == "tree":
+                out[path] = oid
+            elif mode == "120000":
+                parent = path
+                while parent:
+                    parent = posixpath.dirname(parent)
+                    tainted.add(parent)
+        return {path: oid for path, oid in out.items() if path not in tainted}
 
     def _mirror(self, repo: RepoRef) -> git.Repo:
         path = self._folder(repo) / "mirror.git"
