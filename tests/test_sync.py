@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -16,8 +17,8 @@ from controller.errors import ConfigError
 from controller.ledger import Ledger
 from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
-from controller.sync.plan import plan
 from controller.sync.cache import RenderCache
+from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
@@ -273,7 +274,7 @@ def test_cached_render_equals_full_render_across_commits(tmp_path: Path, remote:
         ]
         seen.append({r.key.name: r.content_hash for r in with_cache.resources})
     # each edit changed some hash, so the comparisons above compared something
-    assert all(a != b for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(seen))
 
 
 def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Path) -> None:
