@@ -23,6 +23,7 @@ from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
 from tests.conftest import REPO
+from tests.git_http import serve_git, url_of
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
 GIT_ENV = {
@@ -324,3 +325,72 @@ def test_tree_ids_leave_out_directories_holding_symlinks(tmp_path: Path) -> None
     source = GitSource(tmp_path / "cache")
     trees = source.trees(source.fetch(RepoRef("t", str(remote))))
     assert trees == {"c": git(remote, "rev-parse", f"{commit}:c")}
+
+
+def _ledger_text(ledger: Ledger) -> str:
+    """Every row of every ledger table, as text."""
+    from controller.ledger import tables
+
+    out = []
+    with ledger.engine.connect() as conn:
+        for table in tables.metadata.sorted_tables:
+            out += [repr(tuple(row)) for row in conn.execute(sa.select(table))]
+    return "\n".join(out)
+
+
+@pytest.fixture
+def served(tmp_path: Path, remote: Path) -> Path:
+    """A bare clone of `remote` under tmp/served, to be served over HTTP as hello.git."""
+    root = tmp_path / "served"
+    root.mkdir()
+    git(root, "clone", "-q", "--bare", str(remote), "hello.git")
+    git(remote, "remote", "add", "origin", str(root / "hello.git"))
+    return root
+
+
+def test_sync_over_http_with_a_token_that_never_leaks(tmp_path: Path, remote: Path, served: Path, ledger: Ledger) -> None:
+    token = "glpat-" + uuid.uuid4().hex
+    with serve_git(served, token=token) as server:
+        url = url_of(server, "hello.git")
+        ledger.add_repo(RepoRef("hello", url))
+        ledger.add_repo(RepoRef("wrong", url))
+        deps = make_deps(tmp_path, ledger)
+        good = Deps(GitSource(tmp_path / "cache", GitCredentials(token=token)), ledger, deps.targets, deps.settings)
+        first = reconcile("hello", good)
+        assert first.status is RunStatus.SUCCEEDED and first.commit == git(remote, "rev-parse", "HEAD")
+        assert any(auth for _, _, auth in server.requests)  # the token went over the wire, as Basic auth
+        yml = remote / "liminal.yml"
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 8 * * *"))
+        pushed = commit_all(remote, "over http")
+        git(remote, "push", "-q", "origin", "main")
+        second = reconcile("hello", good)
+        assert (second.status, second.commit) == (RunStatus.SUCCEEDED, pushed)
+        wrong_token = "glpat-" + uuid.uuid4().hex
+        bad = Deps(GitSource(tmp_path / "cache", GitCredentials(token=wrong_token)), ledger, deps.targets, deps.settings)
+        denied = reconcile("wrong", bad)
+        assert denied.status is RunStatus.FAILED
+        assert denied.error is not None and denied.error.startswith(f"cannot fetch {url}:")
+        assert "retry in 30 s" in denied.error
+        stored = _ledger_text(ledger)
+        assert token not in stored and wrong_token not in stored
+        cached = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "cache").rglob("*") if p.is_file())
+        assert token not in cached and wrong_token not in cached  # not in git config, FETCH_HEAD, askpass
+
+
+def test_force_push_over_http(tmp_path: Path, remote: Path, served: Path, ledger: Ledger) -> None:
+    with serve_git(served) as server:
+        ledger.add_repo(RepoRef("hello", url_of(server, "hello.git")))
+        deps = make_deps(tmp_path, ledger)
+        reconcile("hello", deps)
+        yml = remote / "liminal.yml"
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 5 * * *"))
+        commit_all(remote, "to be rewritten")
+        git(remote, "push", "-q", "origin", "main")
+        assert reconcile("hello", deps).status is RunStatus.SUCCEEDED
+        git(remote, "reset", "-q", "--hard", "HEAD~1")
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 4 * * *"))
+        rewritten = commit_all(remote, "rewritten")
+        git(remote, "push", "-q", "--force", "origin", "main")
+        run = reconcile("hello", deps)
+        assert (run.status, run.commit) == (RunStatus.SUCCEEDED, rewritten)
+        assert '\\"schedule\\": \\"0 4 * * *\\"' in (tmp_path / "dags" / DAG_FILE).read_text()
