@@ -1,13 +1,19 @@
-"""Shared fixtures: the Liminal compatibility corpus rebuilt in its original layout."""
+"""Shared fixtures: the Liminal compatibility corpus rebuilt in its original layout, git helpers,
+and a fresh ledger on SQLite or on the real PostgreSQL server."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Sequence
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from controller.ledger import Ledger
 from controller.model import Spec
 from controller.spec import discover, load
 
@@ -66,3 +72,47 @@ def write(tmp_path: Path) -> object:
         return tmp_path
 
     return _write
+
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh, migrated ledger on SQLite or on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        found = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield found
+        found.close()
+        return
+    base = os.environ.get("LIMINAL_TEST_POSTGRES_URL")
+    assert base, "LIMINAL_TEST_POSTGRES_URL is not set: run the tests through scripts/test (it starts PostgreSQL)"
+    name = f"liminal_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    found = Ledger(url)
+    yield found
+    found.close()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()

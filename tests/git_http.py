@@ -21,7 +21,7 @@ BACKEND = "/usr/lib/git-core/git-http-backend"
 class _Handler(BaseHTTPRequestHandler):
     server: _GitServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # quiet in tests
+    def log_message(self, format: str, *args: object) -> None:  # quiet in tests
         pass
 
     def do_GET(self) -> None:

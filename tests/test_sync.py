@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,29 +20,10 @@ from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
-from tests.conftest import REPO
+from tests.conftest import REPO, commit_all, git
 from tests.git_http import serve_git, url_of
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def commit_all(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -55,29 +34,6 @@ def remote(tmp_path: Path) -> Path:
     git(repo, "init", "-q", "-b", "main")
     commit_all(repo, "initial")
     return repo
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """A fresh, migrated ledger on SQLite or on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        found = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-        yield found
-        found.close()
-        return
-    base = os.environ.get("LIMINAL_TEST_POSTGRES_URL")
-    assert base, "LIMINAL_TEST_POSTGRES_URL is not set: run the tests through scripts/test (it starts PostgreSQL)"
-    name = f"liminal_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    found = Ledger(url)
-    yield found
-    found.close()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def write_file(path: Path, text: str) -> None:
@@ -348,7 +304,9 @@ def served(tmp_path: Path, remote: Path) -> Path:
     return root
 
 
-def test_sync_over_http_with_a_token_that_never_leaks(tmp_path: Path, remote: Path, served: Path, ledger: Ledger) -> None:
+def test_sync_over_http_with_a_token_that_never_leaks(
+    tmp_path: Path, remote: Path, served: Path, ledger: Ledger
+) -> None:
     token = "glpat-" + uuid.uuid4().hex
     with serve_git(served, token=token) as server:
         url = url_of(server, "hello.git")
@@ -366,7 +324,9 @@ def test_sync_over_http_with_a_token_that_never_leaks(tmp_path: Path, remote: Pa
         second = reconcile("hello", good)
         assert (second.status, second.commit) == (RunStatus.SUCCEEDED, pushed)
         wrong_token = "glpat-" + uuid.uuid4().hex
-        bad = Deps(GitSource(tmp_path / "cache", GitCredentials(token=wrong_token)), ledger, deps.targets, deps.settings)
+        bad = Deps(
+            GitSource(tmp_path / "cache", GitCredentials(token=wrong_token)), ledger, deps.targets, deps.settings
+        )
         denied = reconcile("wrong", bad)
         assert denied.status is RunStatus.FAILED
         assert denied.error is not None and denied.error.startswith(f"cannot fetch {url}:")
