@@ -354,3 +354,15 @@ def test_force_push_over_http(tmp_path: Path, remote: Path, served: Path, ledger
         run = reconcile("hello", deps)
         assert (run.status, run.commit) == (RunStatus.SUCCEEDED, rewritten)
         assert '\\"schedule\\": \\"0 4 * * *\\"' in (tmp_path / "dags" / DAG_FILE).read_text()
+
+
+def test_a_fetch_killed_mid_ref_update_does_not_block_later_fetches(tmp_path: Path, remote: Path) -> None:
+    source = GitSource(tmp_path / "cache")
+    ref = RepoRef("hello", str(remote))
+    source.fetch(ref)
+    mirror = next((tmp_path / "cache").glob("hello-*/mirror.git"))
+    (mirror / "refs" / "heads" / "main.lock").write_text("")  # what kill -9 during `git fetch` leaves
+    (mirror / "packed-refs.lock").write_text("")
+    (remote / "extra.txt").write_text("x")
+    newer = commit_all(remote, "after the crash")
+    assert source.fetch(ref).commit == newer

@@ -7,6 +7,7 @@ GIT_SSH_COMMAND (host keys stay checked).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -15,6 +16,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -59,6 +62,26 @@ def sanitize(text: str, secrets: tuple[str, ...] = ()) -> str:
     return out
 
 
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An flock on `path`: one fetch per mirror at a time, released by the OS if the process dies."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_git_locks(git_dir: Path) -> None:
+    """Remove the `*.lock` files a killed git left behind (else every later fetch fails).
+
+    Only called under `_exclusive`: no other git process can be using the mirror then.
+    """
+    for lock in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
+        lock.unlink(missing_ok=True)
+
+
 class GitSource:
     """Fetches tracked repositories into `cache` (one folder per repository, named by a hash)."""
 
@@ -93,7 +116,8 @@ class GitSource:
         mirror = self._mirror(repo)
         ref = f"refs/heads/{repo.branch}"
         try:
-            with mirror.git.custom_environment(**self._env()):
+            with _exclusive(self._folder(repo) / "fetch.flock"), mirror.git.custom_environment(**self._env()):
+                _remove_stale_git_locks(Path(mirror.git_dir))
                 # `+` accepts a force-push; --prune forgets branches deleted on the remote
                 mirror.git.fetch("--prune", "--no-tags", "--", repo.url, f"+{ref}:{ref}")
         except git.GitCommandError as exc:

@@ -16,7 +16,9 @@ from controller.errors import TargetError
 from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode
 from controller.render.dags import PAYLOAD_PREFIX, dag_filename
 
-__all__ = ["DagFolderTarget"]
+__all__ = ["DagFolderTarget", "stamped_hash"]
+
+_TMP_PREFIX = ".liminal-"
 
 
 class DagFolderTarget:
@@ -30,7 +32,7 @@ class DagFolderTarget:
 
     def observe(self, keys: Sequence[ResourceKey]) -> Mapping[ResourceKey, str | None]:
         """The content hash stamped in each DAG file present (None when absent or unreadable)."""
-        return {key: _stamped_hash(self._path(key)) for key in keys}
+        return {key: stamped_hash(self._path(key)) for key in keys}
 
     def apply(self, resource: Resource) -> ResourceOutcome:
         """Write the DAG file (atomic rename)."""
@@ -40,7 +42,9 @@ class DagFolderTarget:
         path = self._path(resource.key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".liminal-", suffix=".tmp", dir=self.folder)
+            _sweep(self.folder)
+            # the pid in the name tells a later process whether the writer is still alive
+            fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=self.folder)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as stream:
                     stream.write(artifact.text)
@@ -66,7 +70,26 @@ class DagFolderTarget:
         return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, str(path))
 
 
-def _stamped_hash(path: Path) -> str | None:
+def _sweep(folder: Path) -> None:
+    """Remove the temporary files of writers that died (kill -9) before their rename."""
+    for tmp in folder.glob(f"{_TMP_PREFIX}*.tmp"):
+        pid = tmp.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stamped_hash(path: Path) -> str | None:
+    """The content hash stamped in the DAG file at `path` (None when absent or unreadable)."""
     try:
         with path.open(encoding="utf-8") as stream:
             for line in stream:
