@@ -19,6 +19,7 @@ from controller.render.settings import RenderSettings, ServingTarget
 
 __all__ = [
     "KNOWN_NAMES",
+    "SECRET_NAMES",
     "ControllerSettings",
     "controller_settings",
     "log_format",
@@ -57,6 +58,23 @@ KNOWN_NAMES = frozenset(
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
 
+SECRET_NAMES = frozenset(
+    {
+        "ledger_url",
+        "airflow_password",
+        "airflow_token",
+        "git_token",
+        "github_webhook_secret",
+        "gitlab_webhook_token",
+        "github_token",
+        "gitlab_token",
+        "api_token",
+    }
+)
+"""Settings that may hold credentials: each can also be read from a file named by
+`LIMINAL_<NAME>_FILE` (or `<name>_file` in the config file), as mounted Kubernetes or Docker
+secrets are. The value itself wins over the file."""
+
 
 def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment variables that `{{name}}` placeholders may read at load time.
@@ -76,7 +94,10 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
 
 
 def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The merged settings (file, then environment) as name -> text, names as in KNOWN_NAMES."""
+    """The merged settings (file, then environment) as name -> text, names as in KNOWN_NAMES.
+
+    A secret's `_file` form is read here, so nothing downstream knows where a value came from.
+    """
     env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     path = env.get("LIMINAL_CONFIG")
@@ -85,7 +106,22 @@ def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     for name in KNOWN_NAMES:
         if f"LIMINAL_{name.upper()}" in env:
             values[name] = env[f"LIMINAL_{name.upper()}"]
+    for name in SECRET_NAMES:
+        from_env = env.get(f"LIMINAL_{name.upper()}_FILE")
+        if from_env:
+            values[f"{name}_file"] = from_env
+        secret_file = values.pop(f"{name}_file", None)
+        if secret_file and not values.get(name):
+            values[name] = _read_secret(name, secret_file)
     return values
+
+
+def _read_secret(name: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        # the path may be shown; the content never is
+        raise ConfigError(f"cannot read LIMINAL_{name.upper()}_FILE {path}: {exc.strerror}") from exc
 
 
 def render_settings(environ: Mapping[str, str] | None = None) -> RenderSettings:
@@ -146,12 +182,6 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
     values = read_config(env)
     home = Path(values.get("home") or ".liminal").absolute()
     token = values.get("git_token") or None
-    token_file = env.get("LIMINAL_GIT_TOKEN_FILE")
-    if token is None and token_file:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read LIMINAL_GIT_TOKEN_FILE {token_file}: {exc.strerror}") from exc
     return ControllerSettings(
         home=home,
         ledger_url=values.get("ledger_url") or f"sqlite:///{home / 'ledger.db'}",
@@ -174,7 +204,8 @@ def _read_file(path: Path) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting names to values")
-    unknown = sorted(str(k) for k in data if k not in KNOWN_NAMES)
+    allowed = KNOWN_NAMES | {f"{n}_file" for n in SECRET_NAMES}
+    unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
     return {str(k): "" if v is None else str(v) for k, v in data.items()}

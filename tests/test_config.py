@@ -1,0 +1,64 @@
+"""Controller settings: config file, environment, and secrets read from files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.config import SECRET_NAMES, controller_settings, placeholder_environ, read_config
+from controller.errors import ConfigError
+
+
+def test_defaults_need_no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = controller_settings({})
+    assert settings.home == tmp_path / ".liminal"
+    assert settings.ledger_url == f"sqlite:///{tmp_path / '.liminal' / 'ledger.db'}"
+    assert settings.git_token is None
+
+
+def test_environment_wins_over_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "liminal-controller.yaml"
+    config.write_text("registry: 127.0.0.1:5000\nnamespace: ml\n")
+    values = read_config({"LIMINAL_CONFIG": str(config), "LIMINAL_NAMESPACE": "prod"})
+    assert (values["registry"], values["namespace"]) == ("127.0.0.1:5000", "prod")
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_NAMES))
+def test_every_secret_can_come_from_a_file(tmp_path: Path, name: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-value\n")
+    assert read_config({f"LIMINAL_{name.upper()}_FILE": str(secret)})[name] == "s3cr3t-value"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{name}_file: {secret}\n")
+    assert read_config({"LIMINAL_CONFIG": str(config)})[name] == "s3cr3t-value"
+    # the value itself wins over the file
+    assert read_config({f"LIMINAL_{name.upper()}": "direct", f"LIMINAL_{name.upper()}_FILE": str(secret)})[name] == (
+        "direct"
+    )
+
+
+def test_git_token_file_reaches_the_settings_and_not_their_repr(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("ghp_abcdef\n")
+    settings = controller_settings({"LIMINAL_GIT_TOKEN_FILE": str(secret), "LIMINAL_HOME": str(tmp_path)})
+    assert settings.git_token == "ghp_abcdef"
+    assert "ghp_abcdef" not in repr(settings)
+
+
+def test_an_unreadable_secret_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read LIMINAL_AIRFLOW_PASSWORD_FILE .*/missing: No such file"):
+        read_config({"LIMINAL_AIRFLOW_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_unknown_config_file_names_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("registy: x\nnamespace_file: /x\n")
+    with pytest.raises(ConfigError, match="unknown setting\\(s\\) namespace_file, registy"):
+        read_config({"LIMINAL_CONFIG": str(config)})
+
+
+def test_placeholders_never_see_secrets_or_controller_settings() -> None:
+    env = {"HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x", "LIMINAL_GIT_TOKEN": "y", "API_KEY": "z", "REGION": "eu"}
+    assert placeholder_environ(env) == {"HOME": "/root", "REGION": "eu"}
