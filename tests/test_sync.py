@@ -50,6 +50,17 @@ def make_deps(tmp_path: Path, ledger: Ledger) -> Deps:
     )
 
 
+def render_only_deps(tmp_path: Path, cache: RenderCache | None = None) -> Deps:
+    """Deps for desired_for alone: every kind managed, no ledger (desired_for does not use it)."""
+    return Deps(
+        source=GitSource(tmp_path / "cache"),
+        ledger=None,  # type: ignore[arg-type]
+        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
+        settings=RenderSettings(),
+        cache=cache,
+    )
+
+
 DAG_FILE = "liminal__hello__hello_training.py"
 
 
@@ -155,12 +166,7 @@ def test_checkout_is_per_commit_and_never_changes(tmp_path: Path, remote: Path) 
 
 
 def test_plan_orders_waves_and_diffs(tmp_path: Path, remote: Path) -> None:
-    deps = Deps(
-        source=GitSource(tmp_path / "cache"),
-        ledger=None,  # type: ignore[arg-type]  # desired_for does not use the ledger
-        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
-        settings=RenderSettings(),
-    )
+    deps = render_only_deps(tmp_path)
     snapshot = deps.source.fetch(RepoRef("hello", str(remote)))
     desired = desired_for(snapshot, deps)
     from controller.model import DeployedState
@@ -193,13 +199,7 @@ def test_tokens_never_appear_in_errors() -> None:
 
 def test_cached_render_equals_full_render_across_commits(tmp_path: Path, remote: Path) -> None:
     """The render cache never changes a result: every commit renders the same with and without it."""
-    cached = Deps(
-        source=GitSource(tmp_path / "cache"),
-        ledger=None,  # type: ignore[arg-type]  # desired_for does not use the ledger
-        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
-        settings=RenderSettings(),
-        cache=RenderCache(),
-    )
+    cached = render_only_deps(tmp_path, RenderCache())
     uncached = Deps(cached.source, cached.ledger, cached.targets, cached.settings, cache=None)
     ref = RepoRef("hello", str(remote))
     yml = remote / "liminal.yml"
@@ -244,13 +244,7 @@ def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Pa
     git(remote, "init", "-q", "-b", "main")
     commit_all(remote, "five")
     cache = RenderCache()
-    deps = Deps(
-        source=GitSource(tmp_path / "cache"),
-        ledger=None,  # type: ignore[arg-type]
-        targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
-        settings=RenderSettings(),
-        cache=cache,
-    )
+    deps = render_only_deps(tmp_path, cache)
     ref = RepoRef("five", str(remote))
     desired_for(deps.source.fetch(ref), deps)
     before = cache.stats()

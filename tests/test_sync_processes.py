@@ -30,13 +30,20 @@ PIPELINES = 12
 TRIALS = 20
 
 
-def _env(tmp_path: Path, ledger: Ledger) -> dict[str, str]:
-    return {
+def _tracked_remote(tmp_path: Path, ledger: Ledger) -> tuple[Path, dict[str, str]]:
+    """A git repository of PIPELINES pipelines tracked as `crash`, and the environment of `liminal`."""
+    remote = tmp_path / "remote"
+    _make_remote(remote, 0)
+    git(remote, "init", "-q", "-b", "main")
+    commit_all(remote, "start")
+    env = {
         **os.environ,
         "LIMINAL_HOME": str(tmp_path / "home"),
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
     }
+    subprocess.run([LIMINAL, "repo", "add", str(remote), "--name", "crash"], env=env, check=True, capture_output=True)
+    return remote, env
 
 
 def _make_remote(root: Path, minute: int) -> None:
@@ -54,12 +61,7 @@ def _run_outcomes(ledger: Ledger, run_id: int) -> int:
 def test_sigkill_at_random_points_then_the_next_sync_converges(tmp_path: Path, ledger: Ledger) -> None:
     seed = int(os.environ.get("LIMINAL_CRASH_SEED", time.time_ns() % 100_000))
     rng = random.Random(seed)
-    remote = tmp_path / "remote"
-    _make_remote(remote, 0)
-    git(remote, "init", "-q", "-b", "main")
-    commit_all(remote, "start")
-    env = _env(tmp_path, ledger)
-    subprocess.run([LIMINAL, "repo", "add", str(remote), "--name", "crash"], env=env, check=True, capture_output=True)
+    remote, env = _tracked_remote(tmp_path, ledger)
     source = GitSource(tmp_path / "verify-cache")
     render_deps = Deps(source, ledger, {ResourceKind.DAG: DagFolderTarget(tmp_path / "x")}, RenderSettings())
     interrupted_in_apply = 0
@@ -109,12 +111,7 @@ def test_sigkill_at_random_points_then_the_next_sync_converges(tmp_path: Path, l
 
 
 def test_two_concurrent_syncs_of_one_repository_apply_once(tmp_path: Path, ledger: Ledger) -> None:
-    remote = tmp_path / "remote"
-    _make_remote(remote, 0)
-    git(remote, "init", "-q", "-b", "main")
-    commit_all(remote, "start")
-    env = _env(tmp_path, ledger)
-    subprocess.run([LIMINAL, "repo", "add", str(remote), "--name", "crash"], env=env, check=True, capture_output=True)
+    _, env = _tracked_remote(tmp_path, ledger)
     holder = Ledger(ledger.url)
     try:
         with holder.lock("crash"):  # both processes must wait here
