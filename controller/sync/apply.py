@@ -27,6 +27,7 @@ from controller.model import (
     ResourceKind,
     ResourceOutcome,
     ResultCode,
+    Snapshot,
 )
 
 __all__ = ["ApplyResult", "Recorder", "Target", "apply"]
@@ -35,12 +36,13 @@ __all__ = ["ApplyResult", "Recorder", "Target", "apply"]
 class Target(Protocol):
     """One side-effect target (a DAG folder, the Airflow API, a registry, Kubernetes, ...)."""
 
-    def observe(self, keys: Sequence[ResourceKey]) -> Mapping[ResourceKey, str | None]:
-        """The content hash each resource has on the target now (None when absent or unknown)."""
+    def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
+        """The content hash each desired resource has on the target now (None when absent or unknown)."""
         ...
 
-    def apply(self, resource: Resource) -> ResourceOutcome:
-        """Make the resource live; raise TargetError (or TransientError) on failure."""
+    def apply(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
+        """Make the resource live (`source` is the checkout it was rendered from); raise
+        TargetError (or TransientError) on failure."""
         ...
 
     def delete(self, deployed: Deployed) -> ResourceOutcome:
@@ -69,8 +71,10 @@ def apply(
     deployed: DeployedState,
     targets: Mapping[ResourceKind, Target],
     record: Recorder,
+    *,
+    source: Snapshot,
 ) -> ApplyResult:
-    """Carry out `plan` through `targets`, calling `record` after each resource."""
+    """Carry out `plan` (rendered from `source`) through `targets`, calling `record` after each resource."""
     wanted = desired.by_key()
     failed: set[ResourceKey] = set()
     outcomes: list[ResourceOutcome] = []
@@ -89,7 +93,7 @@ def apply(
             by_kind.setdefault(change.key.kind, []).append(change)
         for kind, group in by_kind.items():
             target = targets[kind]
-            observed = _observe(target, [c.key for c in group])
+            observed = _observe(target, [wanted[c.key] for c in group])
             for change in group:
                 resource = wanted[change.key]
                 blocked = [d for d in resource.depends_on if d in failed]
@@ -98,7 +102,7 @@ def apply(
                 elif observed.get(change.key) == resource.content_hash:
                     done(_outcome(change, ResultCode.IN_SYNC, "already live (adopted)"), resource)
                 else:
-                    done(_try(functools.partial(target.apply, resource), change), resource)
+                    done(_try(functools.partial(target.apply, resource, source), change), resource)
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
     for change in deletes:
         if failed:
@@ -110,9 +114,9 @@ def apply(
     return ApplyResult(tuple(outcomes))
 
 
-def _observe(target: Target, keys: list[ResourceKey]) -> Mapping[ResourceKey, str | None]:
+def _observe(target: Target, resources: list[Resource]) -> Mapping[ResourceKey, str | None]:
     try:
-        return target.observe(keys)
+        return target.observe(resources)
     except LiminalError:
         return {}  # cannot observe: apply everything in the group, which is idempotent
 

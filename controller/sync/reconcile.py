@@ -143,6 +143,7 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
                     deployed,
                     deps.targets,
                     lambda outcome, resource: deps.ledger.record(run_id, outcome, resource, commit or ""),
+                    source=snapshot,
                 )
                 summary["outcomes"] = _count(result.outcomes)
                 if result.ok:

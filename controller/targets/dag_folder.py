@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from controller.errors import TargetError
-from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode
+from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
 from controller.render.dags import PAYLOAD_PREFIX, dag_filename
 
 __all__ = ["DagFolderTarget", "stamped_hash"]
@@ -30,11 +30,11 @@ class DagFolderTarget:
     def _path(self, key: ResourceKey) -> Path:
         return self.folder / dag_filename(key.repo, key.name)
 
-    def observe(self, keys: Sequence[ResourceKey]) -> Mapping[ResourceKey, str | None]:
+    def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
         """The content hash stamped in each DAG file present (None when absent or unreadable)."""
-        return {key: stamped_hash(self._path(key)) for key in keys}
+        return {r.key: stamped_hash(self._path(r.key)) for r in resources}
 
-    def apply(self, resource: Resource) -> ResourceOutcome:
+    def apply(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
         """Write the DAG file (atomic rename)."""
         artifact = resource.artifact
         if not isinstance(artifact, DagFile):
