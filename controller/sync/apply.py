@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,6 +95,7 @@ def apply(
         for kind, group in by_kind.items():
             target = targets[kind]
             observed = _observe(target, [wanted[c.key] for c in group])
+            todo: list[tuple[Change, Resource]] = []
             for change in group:
                 resource = wanted[change.key]
                 blocked = [d for d in resource.depends_on if d in failed]
@@ -102,7 +104,21 @@ def apply(
                 elif observed.get(change.key) == resource.content_hash:
                     done(_outcome(change, ResultCode.IN_SYNC, "already live (adopted)"), resource)
                 else:
+                    todo.append((change, resource))
+            # a target may apply several resources at once (image builds); outcomes are still
+            # recorded one by one, here, as each completes
+            workers = min(getattr(target, "parallelism", 1), len(todo))
+            if workers <= 1:
+                for change, resource in todo:
                     done(_try(functools.partial(target.apply, resource, source), change), resource)
+                continue
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {
+                    pool.submit(_try, functools.partial(target.apply, resource, source), change): resource
+                    for change, resource in todo
+                }
+                for future in as_completed(futures):
+                    done(future.result(), futures[future])
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
     for change in deletes:
         if failed:
