@@ -6,6 +6,7 @@ Errors become messages here and only here (`_fail`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -24,10 +25,12 @@ from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
+from controller.sync.apply import Target
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
 from controller.targets.dag_folder import DagFolderTarget
+from controller.targets.images import BuildRecord, ImageTarget, RegistryAuth
 
 __all__ = ["main"]
 
@@ -149,14 +152,35 @@ def _deps() -> tuple[Deps, Ledger]:
         settings.home / "git",
         GitCredentials(settings.git_token, settings.git_username, settings.git_ssh_key_file),
     )
+    targets: dict[ResourceKind, Target] = {ResourceKind.DAG: DagFolderTarget(settings.dags_folder)}
+    if settings.images:
+        auth = (
+            RegistryAuth(settings.registry_username, settings.registry_password)
+            if settings.registry_username and settings.registry_password
+            else None
+        )
+        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=functools.partial(_record_build, ledger))
     deps = Deps(
         source=source,
         ledger=ledger,
-        targets={ResourceKind.DAG: DagFolderTarget(settings.dags_folder)},
+        targets=targets,
         settings=settings.render,
         environ=placeholder_environ(),
     )
     return deps, ledger
+
+
+def _record_build(ledger: Ledger, record: BuildRecord) -> None:
+    ledger.record_build(
+        record.repo,
+        image=record.image,
+        tag=record.tag,
+        content_hash=record.content_hash,
+        status=record.status,
+        digest=record.digest,
+        seconds=record.seconds,
+        message=record.message,
+    )
 
 
 def _repo_names(ledger: Ledger, repo: str | None) -> list[str]:

@@ -54,6 +54,9 @@ KNOWN_NAMES = frozenset(
         "gitlab_token",
         "api_token",
         "listen",
+        "images",
+        "registry_username",
+        "registry_password",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -69,6 +72,7 @@ SECRET_NAMES = frozenset(
         "github_token",
         "gitlab_token",
         "api_token",
+        "registry_password",
     }
 )
 """Settings that may hold credentials: each can also be read from a file named by
@@ -169,10 +173,18 @@ class ControllerSettings:
     git_ssh_key_file: str | None = None
     """SSH private key for ssh:// remotes (LIMINAL_GIT_SSH_KEY_FILE)."""
 
+    images: bool = True
+    """Build and push images on the Docker engine at DOCKER_HOST (LIMINAL_IMAGES=docker|off)."""
+
+    registry_username: str | None = None
+    """Registry user (LIMINAL_REGISTRY_USERNAME); with LIMINAL_REGISTRY_PASSWORD(_FILE)."""
+
+    registry_password: str | None = None
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
-            f"git_token={'***' if self.git_token else None})"
+            f"git_token={'***' if self.git_token else None}, images={self.images})"
         )
 
 
@@ -190,7 +202,16 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         git_token=token,
         git_username=values.get("git_username") or "x-access-token",
         git_ssh_key_file=values.get("git_ssh_key_file") or None,
+        images=_images(values.get("images", "docker")),
+        registry_username=values.get("registry_username") or None,
+        registry_password=values.get("registry_password") or None,
     )
+
+
+def _images(value: str) -> bool:
+    if value not in ("docker", "off"):
+        raise ConfigError(f"LIMINAL_IMAGES must be docker or off; got {value!r}")
+    return value == "docker"
 
 
 def _read_file(path: Path) -> dict[str, str]:

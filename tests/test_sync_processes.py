@@ -41,6 +41,7 @@ def _tracked_remote(tmp_path: Path, ledger: Ledger) -> tuple[Path, dict[str, str
         "LIMINAL_HOME": str(tmp_path / "home"),
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
+        "LIMINAL_IMAGES": "off",  # these tests are about the ledger and the DAG folder
     }
     subprocess.run([LIMINAL, "repo", "add", str(remote), "--name", "crash"], env=env, check=True, capture_output=True)
     return remote, env

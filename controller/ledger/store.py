@@ -247,6 +247,45 @@ class Ledger:
                 values["last_applied_commit"] = applied_commit
             conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
 
+    def record_build(
+        self,
+        repo: str,
+        *,
+        image: str,
+        tag: str,
+        content_hash: str,
+        status: str,
+        digest: str | None,
+        seconds: float,
+        message: str | None,
+    ) -> None:
+        """Record one image build or push (`built`, `pushed` or `failed`) with the registry digest."""
+        finished = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.image_builds.insert().values(
+                    repo_id=self._repo_id(conn, repo),
+                    image=image,
+                    tag=tag,
+                    content_hash=content_hash,
+                    status=status,
+                    started_at=finished - dt.timedelta(seconds=seconds),
+                    finished_at=finished,
+                    message=message,
+                    digest=digest,
+                    seconds=seconds,
+                )
+            )
+
+    def builds(self, repo: str) -> list[dict[str, Any]]:
+        """The repository's image builds, oldest first."""
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, repo)
+            rows = conn.execute(
+                sa.select(t.image_builds).where(t.image_builds.c.repo_id == repo_id).order_by(t.image_builds.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
     # ---- reads -------------------------------------------------------------------------------
 
     def deployed_state(self, repo: str) -> DeployedState:

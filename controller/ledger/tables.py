@@ -87,6 +87,8 @@ image_builds = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("message", sa.Text),
+    sa.Column("digest", sa.String(100)),
+    sa.Column("seconds", sa.Float),
 )
 
 deliveries = sa.Table(

@@ -1,0 +1,228 @@
+"""The image target on a real Docker engine and a real registry (both started by scripts/lib/docker.sh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from controller.errors import TargetError
+from controller.ledger import Ledger
+from controller.model import ContextFile, ImageBuild, RepoRef, ResourceKind, RunStatus
+from controller.render import RenderSettings
+from controller.sync.reconcile import Deps, reconcile
+from controller.sync.source import GitSource
+from controller.targets.dag_folder import DagFolderTarget
+from controller.targets.images import HASH_LABEL, BuildRecord, ImageTarget, _context_tar
+from tests.conftest import REPO, commit_all, git
+
+EXAMPLE = REPO / "examples" / "hello-liminal"
+
+
+def _need(name: str) -> str:
+    value = os.environ.get(name)
+    assert value, f"{name} is not set: run the tests through scripts/test (it starts dockerd and the registry)"
+    return value
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    _need("DOCKER_HOST")
+    found = docker.from_env()
+    yield found
+    found.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    repo = tmp_path / "remote"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    # a name of our own per test: nothing built by another test can be found
+    yml = repo / "liminal.yml"
+    suffix = uuid.uuid4().hex[:8]
+    yml.write_text(yml.read_text().replace("hello/", f"hello{suffix}/"))
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "initial")
+    return repo
+
+
+def _deps(
+    tmp_path: Path, ledger: Ledger, registry: str, builds: list[BuildRecord], client: docker.DockerClient
+) -> Deps:
+    def on_build(record: BuildRecord) -> None:
+        builds.append(record)
+        ledger.record_build(
+            record.repo,
+            image=record.image,
+            tag=record.tag,
+            content_hash=record.content_hash,
+            status=record.status,
+            digest=record.digest,
+            seconds=record.seconds,
+            message=record.message,
+        )
+
+    return Deps(
+        source=GitSource(tmp_path / "cache"),
+        ledger=ledger,
+        targets={
+            ResourceKind.IMAGE: ImageTarget(client, on_build=on_build),
+            ResourceKind.DAG: DagFolderTarget(tmp_path / "dags"),
+        },
+        settings=RenderSettings(registry=registry, base_image=_need("LIMINAL_TEST_BASE_IMAGE")),
+    )
+
+
+def _built(builds: list[BuildRecord]) -> list[str]:
+    return sorted(b.image for b in builds if b.status in ("built", "pushed") and b.message is None)
+
+
+def test_build_push_and_serve_the_example(tmp_path: Path, remote: Path, client: docker.DockerClient) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    builds: list[BuildRecord] = []
+    run = reconcile("hello", _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client))
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert len(builds) == 2 and all(
+        b.status == "pushed" and b.digest and b.digest.startswith("sha256:") for b in builds
+    )
+    recorded = ledger.builds("hello")
+    assert [(r["status"], r["digest"]) for r in recorded] == [(b.status, b.digest) for b in builds]
+    server = next(b for b in builds if b.image.endswith("/server"))
+    image = client.images.get(server.tag)
+    labels = image.labels
+    assert labels["org.opencontainers.image.revision"] == run.commit
+    assert labels["org.opencontainers.image.source"] == str(remote)
+    assert labels[HASH_LABEL] == server.content_hash
+    # the registry serves the tag with the digest the ledger recorded
+    assert client.api.inspect_distribution(server.tag)["Descriptor"]["digest"] == server.digest
+    port = _free_port()
+    container = client.containers.run(server.tag, detach=True, ports={"8080/tcp": ("127.0.0.1", port)})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthcheck", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(container.logs().decode()) from None
+                time.sleep(0.2)
+        request = urllib.request.Request(f"{base}/predict", data=b'{"x": 2}', method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+            assert json.loads(response.read())
+    finally:
+        container.remove(force=True)
+    ledger.close()
+
+
+def test_one_changed_file_builds_one_image_and_a_revert_builds_none(
+    tmp_path: Path, remote: Path, client: docker.DockerClient
+) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    builds: list[BuildRecord] = []
+    deps = _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client)
+    assert reconcile("hello", deps).status is RunStatus.SUCCEEDED
+    assert len(_built(builds)) == 2
+    builds.clear()
+    (remote / "pipeline" / "train.py").write_text((remote / "pipeline" / "train.py").read_text() + "\n# tuned\n")
+    commit_all(remote, "tune training")
+    run = reconcile("hello", deps)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert [b.image.rsplit("/", 1)[1] for b in builds] == ["pipeline"]
+    builds.clear()
+    git(remote, "revert", "--no-edit", "HEAD")
+    reverted = reconcile("hello", deps)
+    assert reverted.status is RunStatus.SUCCEEDED, reverted.error
+    assert builds == []  # the old tag is still in the registry: adopted, not rebuilt
+    assert sorted(o.code.value for o in reverted.outcomes if o.key.kind is ResourceKind.IMAGE) == ["in_sync"]
+    ledger.close()
+
+
+def test_registry_down_is_a_clear_error_and_is_retried(
+    tmp_path: Path, remote: Path, client: docker.DockerClient
+) -> None:
+    port = _free_port()
+    registry = f"127.0.0.1:{port}"
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    builds: list[BuildRecord] = []
+    deps = _deps(tmp_path, ledger, registry, builds, client)
+    down = reconcile("hello", deps)
+    assert down.status is RunStatus.FAILED
+    assert down.error is not None and f"cannot push {registry}/" in down.error
+    assert ledger.deployed_state("hello").resources == {}  # nothing recorded as deployed
+    assert {r["status"] for r in ledger.builds("hello")} == {"failed"}
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
+        f"http:\n  addr: {registry}\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(40):
+            try:
+                urllib.request.urlopen(f"http://{registry}/v2/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.25)
+        builds.clear()
+        again = reconcile("hello", deps)
+        assert again.status is RunStatus.SUCCEEDED, again.error
+        # built once before the push failed: now only pushed
+        assert sorted(b.status for b in builds) == ["pushed", "pushed"]
+        assert all("found" in o.message for o in again.outcomes if o.key.kind is ResourceKind.IMAGE)
+    finally:
+        proc.terminate()
+        proc.wait()
+    ledger.close()
+
+
+def test_a_symlink_leading_out_is_refused_and_nothing_is_built(
+    tmp_path: Path, remote: Path, client: docker.DockerClient
+) -> None:
+    (remote / "pipeline" / "secrets").symlink_to("/etc")
+    commit_all(remote, "link out")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    builds: list[BuildRecord] = []
+    run = reconcile("hello", _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client))
+    assert run.status is RunStatus.INVALID
+    assert run.error is not None and "liminal.yml:" in run.error and "leading outside the repository" in run.error
+    assert builds == [] and ledger.builds("hello") == []
+    ledger.close()
+
+
+def test_the_build_context_refuses_a_link_out_even_past_validation(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    build = ImageBuild(
+        name="x",
+        repository="x",
+        tag="x:1",
+        dockerfile="FROM scratch\n",
+        files=(ContextFile("leak", 0o120777, "0" * 64, 4, origin="app/leak", link="../../etc"),),
+        no_cache=False,
+        content_hash="0" * 64,
+    )
+    with pytest.raises(TargetError, match=r"symlink app/leak -> \.\./\.\./etc leads out of the repository"):
+        _context_tar(build, tmp_path)
