@@ -23,7 +23,7 @@ from controller.render import RenderSettings
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import HASH_LABEL, BuildRecord, ImageTarget, _context_tar
+from controller.targets.images import HASH_LABEL, BuildRecord, ImageTarget, context_tar
 from tests.conftest import REPO, commit_all, git
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
@@ -225,4 +225,4 @@ def test_the_build_context_refuses_a_link_out_even_past_validation(tmp_path: Pat
         content_hash="0" * 64,
     )
     with pytest.raises(TargetError, match=r"symlink app/leak -> \.\./\.\./etc leads out of the repository"):
-        _context_tar(build, tmp_path)
+        context_tar(build, tmp_path)

@@ -35,7 +35,7 @@ from controller.model import (
 )
 from controller.sync.source import sanitize
 
-__all__ = ["BuildRecord", "ImageTarget", "RegistryAuth"]
+__all__ = ["BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
 
 log = structlog.get_logger("liminal.images")
 
@@ -156,7 +156,7 @@ class ImageTarget:
         return True
 
     def _build(self, build: ImageBuild, source: Snapshot, bound: Any) -> None:
-        context = _context_tar(build, source.root)
+        context = context_tar(build, source.root)
         labels = {
             "org.opencontainers.image.source": sanitize(source.repo.url),
             "org.opencontainers.image.revision": source.commit,
@@ -250,7 +250,7 @@ def _registry_of(build: ImageBuild) -> str | None:
     return first if "/" in build.repository and ("." in first or ":" in first or first == "localhost") else None
 
 
-def _context_tar(build: ImageBuild, root: Path) -> io.BytesIO:
+def context_tar(build: ImageBuild, root: Path) -> io.BytesIO:
     """The build context as a tar: fixed owners, modes and times, so equal specs give equal bytes."""
     buffer = io.BytesIO()
     real_root = root.resolve()
