@@ -22,12 +22,12 @@ import structlog
 
 from benchmarks.sync import git
 from controller.ledger import Ledger
-from controller.model import ImageBuild, RepoRef, ResourceKind, RunStatus
+from controller.model import BuildRecord, ImageBuild, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import BuildRecord, ImageTarget, context_tar
+from controller.targets.images import ImageTarget, context_tar
 
 IMAGES = 20
 

@@ -6,7 +6,6 @@ Errors become messages here and only here (`_fail`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import sys
@@ -30,7 +29,7 @@ from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import BuildRecord, ImageTarget, RegistryAuth
+from controller.targets.images import ImageTarget, RegistryAuth
 
 __all__ = ["main"]
 
@@ -159,7 +158,7 @@ def _deps() -> tuple[Deps, Ledger]:
             if settings.registry_username and settings.registry_password
             else None
         )
-        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=functools.partial(_record_build, ledger))
+        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build)
     deps = Deps(
         source=source,
         ledger=ledger,
@@ -168,19 +167,6 @@ def _deps() -> tuple[Deps, Ledger]:
         environ=placeholder_environ(),
     )
     return deps, ledger
-
-
-def _record_build(ledger: Ledger, record: BuildRecord) -> None:
-    ledger.record_build(
-        record.repo,
-        image=record.image,
-        tag=record.tag,
-        content_hash=record.content_hash,
-        status=record.status,
-        digest=record.digest,
-        seconds=record.seconds,
-        message=record.message,
-    )
 
 
 def _repo_names(ledger: Ledger, repo: str | None) -> list[str]:

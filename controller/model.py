@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = [
     "EMPTY",
     "Action",
+    "BuildRecord",
     "Change",
     "ContextFile",
     "DagFile",
@@ -569,3 +570,18 @@ class SyncRun:
     error: str | None
     outcomes: tuple[ResourceOutcome, ...] = ()
     summary: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    """One finished build (and push), for the ledger's image_builds table."""
+
+    repo: str
+    image: str
+    tag: str
+    content_hash: str
+    status: str
+    """`built`, `pushed` or `failed`."""
+    digest: str | None
+    seconds: float
+    message: str | None

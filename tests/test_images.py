@@ -18,12 +18,12 @@ import pytest
 
 from controller.errors import TargetError
 from controller.ledger import Ledger
-from controller.model import ContextFile, ImageBuild, RepoRef, ResourceKind, RunStatus
+from controller.model import BuildRecord, ContextFile, ImageBuild, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import HASH_LABEL, BuildRecord, ImageTarget, context_tar
+from controller.targets.images import HASH_LABEL, ImageTarget, context_tar
 from tests.conftest import REPO, commit_all, git
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
@@ -67,16 +67,7 @@ def _deps(
 ) -> Deps:
     def on_build(record: BuildRecord) -> None:
         builds.append(record)
-        ledger.record_build(
-            record.repo,
-            image=record.image,
-            tag=record.tag,
-            content_hash=record.content_hash,
-            status=record.status,
-            digest=record.digest,
-            seconds=record.seconds,
-            message=record.message,
-        )
+        ledger.record_build(record)
 
     return Deps(
         source=GitSource(tmp_path / "cache"),

@@ -27,6 +27,7 @@ from controller.errors import ConfigError, TransientError
 from controller.ledger import tables as t
 from controller.model import (
     Action,
+    BuildRecord,
     Deployed,
     DeployedState,
     Health,
@@ -247,33 +248,22 @@ class Ledger:
                 values["last_applied_commit"] = applied_commit
             conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
 
-    def record_build(
-        self,
-        repo: str,
-        *,
-        image: str,
-        tag: str,
-        content_hash: str,
-        status: str,
-        digest: str | None,
-        seconds: float,
-        message: str | None,
-    ) -> None:
+    def record_build(self, record: BuildRecord) -> None:
         """Record one image build or push (`built`, `pushed` or `failed`) with the registry digest."""
         finished = _now()
         with self.engine.begin() as conn:
             conn.execute(
                 t.image_builds.insert().values(
-                    repo_id=self._repo_id(conn, repo),
-                    image=image,
-                    tag=tag,
-                    content_hash=content_hash,
-                    status=status,
-                    started_at=finished - dt.timedelta(seconds=seconds),
+                    repo_id=self._repo_id(conn, record.repo),
+                    image=record.image,
+                    tag=record.tag,
+                    content_hash=record.content_hash,
+                    status=record.status,
+                    started_at=finished - dt.timedelta(seconds=record.seconds),
                     finished_at=finished,
-                    message=message,
-                    digest=digest,
-                    seconds=seconds,
+                    message=record.message,
+                    digest=record.digest,
+                    seconds=record.seconds,
                 )
             )
 

@@ -24,6 +24,7 @@ import structlog
 from controller.errors import TargetError, TransientError
 from controller.model import (
     Action,
+    BuildRecord,
     ContextFile,
     Deployed,
     ImageBuild,
@@ -51,21 +52,6 @@ class RegistryAuth:
 
     def __repr__(self) -> str:
         return f"RegistryAuth(username={self.username!r}, password=***)"
-
-
-@dataclass(frozen=True, slots=True)
-class BuildRecord:
-    """One finished build (and push), for the ledger's image_builds table."""
-
-    repo: str
-    image: str
-    tag: str
-    content_hash: str
-    status: str
-    """`built`, `pushed` or `failed`."""
-    digest: str | None
-    seconds: float
-    message: str | None
 
 
 class ImageTarget:
