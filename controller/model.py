@@ -56,6 +56,7 @@ __all__ = [
     "Volume",
     "freeze",
     "k8s_name",
+    "memoized",
 ]
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -78,6 +79,13 @@ class Memo(Protocol):
     def get_or_make(self, space: str, key: Hashable, make: Callable[[], _T]) -> _T:
         """The value stored under (`space`, `key`), made by `make()` and stored on a miss."""
         ...
+
+
+def memoized(memo: Memo | None, space: str, key: Hashable | None, make: Callable[[], _T]) -> _T:
+    """`make()` through `memo`; made afresh when there is no memo or no trustworthy key (None)."""
+    if memo is None or key is None:
+        return make()
+    return memo.get_or_make(space, key, make)
 
 
 def freeze(value: Any) -> Any:

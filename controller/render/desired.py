@@ -21,6 +21,7 @@ from controller.model import (
     ResourceKind,
     Spec,
     System,
+    memoized,
 )
 from controller.render.dags import dag_file, loader_source, pipeline_payload, stamp_payload
 from controller.render.hashing import digest, plain
@@ -89,10 +90,8 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
     for system in spec.systems:
         for image in system.images:
             tree = memo.tree_id(image.source) if memo is not None else None
-            if memo is None or tree is None:
-                build = build_image(image, root, settings)
-            else:
-                build = memo.get_or_make("image", (image, settings, tree), partial(build_image, image, root, settings))
+            key = (image, settings, tree) if tree is not None else None
+            build = memoized(memo, "image", key, partial(build_image, image, root, settings))
             earlier = builds.get(image.name)
             if earlier is not None and earlier.content_hash != build.content_hash:
                 problems.append(
@@ -132,14 +131,9 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
     ]
     loader = _loader_sha256()
     for system in spec.systems:
-        if memo is None:
-            parts = _dag_parts(system, builds, settings)
-        else:
-            tags = tuple(
-                sorted((i, builds[i].tag) for i in {t.image for p in system.pipelines for t in p.tasks} if i in builds)
-            )
-            key = (_Same(system), tags, settings)
-            parts = memo.get_or_make("dags", key, partial(_dag_parts, system, builds, settings))
+        used = {t.image for p in system.pipelines for t in p.tasks}
+        tags = tuple(sorted((i, builds[i].tag) for i in used if i in builds))
+        parts = memoized(memo, "dags", (_Same(system), tags, settings), partial(_dag_parts, system, builds, settings))
         for part in parts:
             artifact = dag_file(origin.repo, stamp_payload(part.payload, origin, part.content_hash))
             resources.append(

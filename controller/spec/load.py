@@ -20,7 +20,7 @@ from typing import Any
 import fastjsonschema
 
 from controller.errors import InputError
-from controller.model import Memo, Problem, Spec, System
+from controller.model import Memo, Problem, Spec, System, memoized
 from controller.spec.resolve import Document, resolve_system
 from controller.spec.schema import check_schema, jsonable, load_schema
 from controller.spec.validate import SourceFile, check_unique, k8s_name, service_name, validate_system
@@ -91,7 +91,8 @@ def discover(paths: Sequence[Path]) -> list[SourceFile]:
 class _Parsed:
     """One file after the per-file stages: parse, schema, per-file rules."""
 
-    root: Node | None
+    doc: Document | None
+    """None when the file did not parse or has no `name`."""
     problems: tuple[Problem, ...]
     schema_ok: bool
     sha256: str
@@ -134,9 +135,13 @@ def _per_file(data: bytes, display: str, limits: Limits, sha: str) -> _Parsed:
         return _Parsed(None, tuple(problems), False, sha)
     schema_found = schema_problems(root)
     problems += schema_found
-    if not schema_found and (name := _str(root.get("name"))) is not None:
-        problems += _file_rules(Document(name, root, is_super=_str(root.get("type")) == "super"))
-    return _Parsed(root, tuple(problems), not schema_found, sha)
+    name = _str(root.get("name"))
+    if name is None:
+        return _Parsed(None, tuple(problems), not schema_found, sha)
+    doc = Document(name, root, is_super=_str(root.get("type")) == "super")
+    if not schema_found:
+        problems += _file_rules(doc)
+    return _Parsed(doc, tuple(problems), not schema_found, sha)
 
 
 def _parsed(source: SourceFile, limits: Limits, memo: Memo | None) -> _Parsed:
@@ -144,9 +149,7 @@ def _parsed(source: SourceFile, limits: Limits, memo: Memo | None) -> _Parsed:
     if data is None:
         return _Parsed(None, tuple(problems), False, "")
     sha = hashlib.sha256(data).hexdigest()
-    if memo is None:
-        return _per_file(data, source.display, limits, sha)
-    return memo.get_or_make("file", (source.display, sha, limits), lambda: _per_file(data, source.display, limits, sha))
+    return memoized(memo, "file", (source.display, sha, limits), lambda: _per_file(data, source.display, limits, sha))
 
 
 def _file_rules(doc: Document) -> list[Problem]:
@@ -214,18 +217,15 @@ def load(
     for source in files:
         parsed = _parsed(source, limits, memo)
         problems += parsed.problems
-        root = parsed.root
-        if root is None:
+        doc = parsed.doc
+        if doc is None:
             continue
-        name_node = root.get("name")
-        name = _str(name_node)
-        if name is None:
-            continue
-        doc = Document(name, root, is_super=_str(root.get("type")) == "super")
+        name = doc.name
         if not parsed.schema_ok:
             bad_names.add(name)
         if name in documents:
             first = documents[name].root
+            name_node = doc.root.get("name")
             assert name_node is not None
             problems.append(
                 name_node.problem(
@@ -254,11 +254,8 @@ def load(
             return validate_system(resolved, supers, variables, by_file)
 
         tree = memo.tree_id(posixpath.dirname(doc.root.file)) if memo is not None else None
-        if memo is None or tree is None:
-            system, found = make()
-        else:
-            key = (_chain_key(doc, documents, digests), environ_key, tree)
-            system, found = memo.get_or_make("system", key, make)
+        key = (_chain_key(doc, documents, digests), environ_key, tree) if tree is not None else None
+        system, found = memoized(memo, "system", key, make)
         problems += found
         if system is not None:
             systems.append(system)
