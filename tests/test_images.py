@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import HASH_LABEL, ImageTarget, context_tar
-from tests.conftest import REPO, commit_all, git
+from tests.conftest import REPO, answers, commit_all, free_port, git
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
 
@@ -41,12 +39,6 @@ def client() -> Iterator[docker.DockerClient]:
     found = docker.from_env()
     yield found
     found.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -103,20 +95,11 @@ def test_build_push_and_serve_the_example(tmp_path: Path, remote: Path, client: 
     assert labels[HASH_LABEL] == server.content_hash
     # the registry serves the tag with the digest the ledger recorded
     assert client.api.inspect_distribution(server.tag)["Descriptor"]["digest"] == server.digest
-    port = _free_port()
+    port = free_port()
     container = client.containers.run(server.tag, detach=True, ports={"8080/tcp": ("127.0.0.1", port)})
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthcheck", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(container.logs().decode()) from None
-                time.sleep(0.2)
+        assert answers(f"{base}/healthcheck", 30), container.logs().decode()
         request = urllib.request.Request(f"{base}/predict", data=b'{"x": 2}', method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
@@ -153,7 +136,7 @@ def test_one_changed_file_builds_one_image_and_a_revert_builds_none(
 def test_registry_down_is_a_clear_error_and_is_retried(
     tmp_path: Path, remote: Path, client: docker.DockerClient
 ) -> None:
-    port = _free_port()
+    port = free_port()
     registry = f"127.0.0.1:{port}"
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.add_repo(RepoRef("hello", str(remote)))
@@ -171,12 +154,7 @@ def test_registry_down_is_a_clear_error_and_is_retried(
     )
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(40):
-            try:
-                urllib.request.urlopen(f"http://{registry}/v2/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.25)
+        assert answers(f"http://{registry}/v2/", 10), "the test registry did not start"
         builds.clear()
         again = reconcile("hello", deps)
         assert again.status is RunStatus.SUCCEEDED, again.error

@@ -7,13 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import answers, free_port
 
 SERVE = Path(__file__).resolve().parent.parent / "controller" / "render" / "runtime" / "serve.py"
 
@@ -32,14 +33,8 @@ def broken(body):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(app: Path, debug: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LIMINAL_SERVE_PORT": str(port), "LIMINAL_SERVE_HOST": "127.0.0.1"}
     if debug:
         env["LIMINAL_SERVE_DEBUG"] = "1"
@@ -51,13 +46,8 @@ def _start(app: Path, debug: bool) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/healthcheck", timeout=1):
-                return proc, base
-        except OSError:
-            time.sleep(0.05)
+    if answers(base + "/healthcheck", 10):
+        return proc, base
     proc.kill()
     raise AssertionError(f"server did not start: {proc.communicate()[1].decode()}")
 
@@ -161,22 +151,15 @@ def test_the_example_server_image_content_serves_its_endpoints(tmp_path: Path) -
         target = app / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(f.data if f.data is not None else (repo / str(f.origin)).read_bytes())
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LIMINAL_SERVE_PORT": str(port), "LIMINAL_SERVE_HOST": "127.0.0.1"}
     proc = subprocess.Popen(
         [sys.executable, "__liminal__/serve.py", "__liminal__/endpoints.json"], cwd=app, env=env, stderr=subprocess.PIPE
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert call(base + "/predict", b'{"x": 2}') == (200, {"y": 5.0})
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        assert answers(base + "/healthcheck", 10), "the example server did not start"
+        assert call(base + "/predict", b'{"x": 2}') == (200, {"y": 5.0})
         assert call(base + "/version", None, "GET") == (200, {"version": "1"})
     finally:
         proc.terminate()
