@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from controller.config import controller_settings, log_format, placeholder_environ, render_settings
+from controller.config import controller_settings, log_format, log_level, placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
 from controller.model import Origin, RepoRef, ResourceKind, RunStatus, Spec, SyncRun
@@ -29,7 +28,7 @@ from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import ImageTarget, RegistryAuth
+from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 
 __all__ = ["main"]
 
@@ -158,7 +157,7 @@ def _deps() -> tuple[Deps, Ledger]:
             if settings.registry_username and settings.registry_password
             else None
         )
-        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build)
+        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build, on_progress=_show_build)
     deps = Deps(
         source=source,
         ledger=ledger,
@@ -167,6 +166,18 @@ def _deps() -> tuple[Deps, Ledger]:
         environ=placeholder_environ(),
     )
     return deps, ledger
+
+
+def _show_build(progress: BuildProgress) -> None:
+    # plain lines, one per step, each naming its image (builds run in parallel), as
+    # `docker build --progress=plain` does; every output line is an image.build.log debug event
+    if progress.phase == "log" and not progress.detail.startswith("Step "):
+        return
+    words = {"build": f"building {progress.tag}", "push": f"pushing to {progress.detail}"}
+    text = words.get(progress.phase, progress.detail)
+    if progress.phase == "build" and progress.detail:
+        text += f" ({progress.detail})"
+    click.echo(f"image {progress.image}: {'failed: ' if progress.phase == 'failed' else ''}{text}", err=True)
 
 
 def _repo_names(ledger: Ledger, repo: str | None) -> list[str]:
@@ -307,6 +318,28 @@ def history(repo: str | None, limit: int, fmt: str) -> None:
 
 @cli.command()
 @click.argument("repo", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many builds per repository.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+def builds(repo: str | None, limit: int, fmt: str) -> None:
+    """Image builds and pushes, the newest first: image, result, tag, registry digest and seconds."""
+    try:
+        _, ledger = _deps()
+        found = [dict(b, repo=name) for name in _repo_names(ledger, repo) for b in ledger.builds(name)[::-1][:limit]]
+    except LiminalError as exc:
+        _fail(exc, fmt)
+    if fmt == "json":
+        keys = ("repo", "image", "tag", "content_hash", "status", "digest", "seconds", "finished_at", "message")
+        click.echo(json.dumps([{k: b[k] for k in keys} for b in found], indent=2, default=str))
+        return
+    for b in found:
+        click.echo(
+            f"{b['finished_at']:%Y-%m-%d %H:%M:%S} {b['repo']} {b['image']} {b['status']:<6} {b['tag']} "
+            f"{b['digest'] or '-'} {b['seconds']:.1f}s" + (f": {b['message']}" if b["message"] else "")
+        )
+
+
+@cli.command()
+@click.argument("repo", required=False)
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def status(repo: str | None, fmt: str) -> None:
     """Attempted and applied commits, last run and resource count per repository."""
@@ -363,6 +396,10 @@ def _run_json(r: SyncRun) -> dict[str, object]:
 
 
 def _configure_logging() -> None:
+    try:
+        level = log_level()
+    except ConfigError as exc:
+        _fail(exc, "text")
     # structured events go to stderr (JSON when LIMINAL_LOG_FORMAT=json); stdout is for results
     renderer: Any = (
         structlog.processors.JSONRenderer() if log_format() == "json" else structlog.dev.ConsoleRenderer(colors=False)
@@ -373,7 +410,7 @@ def _configure_logging() -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 

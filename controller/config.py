@@ -23,6 +23,7 @@ __all__ = [
     "ControllerSettings",
     "controller_settings",
     "log_format",
+    "log_level",
     "placeholder_environ",
     "read_config",
     "render_settings",
@@ -95,6 +96,18 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
     """`json` or `console` (LIMINAL_LOG_FORMAT): how structured log events are written to stderr."""
     env = os.environ if environ is None else environ
     return "json" if env.get("LIMINAL_LOG_FORMAT", "").lower() == "json" else "console"
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> int:
+    """The lowest level of log events written (LIMINAL_LOG_LEVEL: debug, info, warning, error; default info).
+
+    Debug adds every line of image build output (`image.build.log`)."""
+    env = os.environ if environ is None else environ
+    name = env.get("LIMINAL_LOG_LEVEL", "info").strip().lower() or "info"
+    levels = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+    if name not in levels:
+        raise ConfigError(f"LIMINAL_LOG_LEVEL must be one of {', '.join(levels)}, not {name!r}")
+    return levels[name]
 
 
 def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:

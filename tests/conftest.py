@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -22,6 +23,8 @@ from controller.spec import discover, load
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "liminal-examples"
+LIMINAL = str(Path(sys.executable).parent / "liminal")
+"""The installed console script."""
 
 # Source directories the original Apache Liminal repository holds beside these files; the
 # corpus copies only the liminal.yml files, so the tests recreate the directories.
@@ -141,3 +144,10 @@ def answers(url: str, seconds: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def liminal(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script in a subprocess, exactly as a user would."""
+    return subprocess.run([LIMINAL, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False)

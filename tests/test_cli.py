@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, liminal
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
-
-
-def liminal(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script in a subprocess, exactly as a user would."""
-    exe = Path(sys.executable).parent / "liminal"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
 
 
 def test_validate_bundled_example_exits_0() -> None:
@@ -156,10 +148,7 @@ def test_no_secret_environment_reaches_show(tmp_path: Path) -> None:
         "    token: '{{API_TOKEN}}'\n    home: '{{SOME_DIR}}'\n"
     )
     env = {**os.environ, "API_TOKEN": "s3cr3t", "SOME_DIR": "/d"}
-    exe = Path(sys.executable).parent / "liminal"
-    result = subprocess.run(
-        [str(exe), "show", "--format", "json", str(tmp_path)], capture_output=True, text=True, env=env, check=False
-    )
+    result = liminal("show", "--format", "json", str(tmp_path), env=env)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout
     args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
@@ -221,14 +210,6 @@ def test_render_of_invalid_input_exits_1_and_writes_nothing(tmp_path: Path) -> N
 
 def test_render_refuses_a_bad_serving_setting(tmp_path: Path) -> None:
     env = {**os.environ, "LIMINAL_SERVING": "swarm"}
-    exe = Path(sys.executable).parent / "liminal"
-    result = subprocess.run(
-        [str(exe), "render", str(EXAMPLE), "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    result = liminal("render", str(EXAMPLE), "--out", str(tmp_path / "o"), env=env)
     assert result.returncode == 2
     assert "LIMINAL_SERVING must be one of docker, kubernetes; got 'swarm'" in result.stderr

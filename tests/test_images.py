@@ -21,8 +21,8 @@ from controller.render import RenderSettings
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.images import HASH_LABEL, ImageTarget, context_tar
-from tests.conftest import REPO, answers, commit_all, free_port, git
+from controller.targets.images import HASH_LABEL, BuildProgress, ImageTarget, context_tar
+from tests.conftest import REPO, answers, commit_all, free_port, git, liminal
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
 
@@ -55,7 +55,14 @@ def remote(tmp_path: Path) -> Path:
 
 
 def _deps(
-    tmp_path: Path, ledger: Ledger, registry: str, builds: list[BuildRecord], client: docker.DockerClient
+    tmp_path: Path,
+    ledger: Ledger,
+    registry: str,
+    builds: list[BuildRecord],
+    client: docker.DockerClient,
+    *,
+    parallelism: int = 2,
+    progress: list[BuildProgress] | None = None,
 ) -> Deps:
     def on_build(record: BuildRecord) -> None:
         builds.append(record)
@@ -65,7 +72,12 @@ def _deps(
         source=GitSource(tmp_path / "cache"),
         ledger=ledger,
         targets={
-            ResourceKind.IMAGE: ImageTarget(client, on_build=on_build),
+            ResourceKind.IMAGE: ImageTarget(
+                client,
+                on_build=on_build,
+                parallelism=parallelism,
+                on_progress=None if progress is None else progress.append,
+            ),
             ResourceKind.DAG: DagFolderTarget(tmp_path / "dags"),
         },
         settings=RenderSettings(registry=registry, base_image=_need("LIMINAL_TEST_BASE_IMAGE")),
@@ -76,8 +88,9 @@ def _built(builds: list[BuildRecord]) -> list[str]:
     return sorted(b.image for b in builds if b.status in ("built", "pushed") and b.message is None)
 
 
-def test_build_push_and_serve_the_example(tmp_path: Path, remote: Path, client: docker.DockerClient) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_build_push_and_serve_the_example(
+    tmp_path: Path, remote: Path, client: docker.DockerClient, ledger: Ledger
+) -> None:
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
     run = reconcile("hello", _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client))
@@ -106,13 +119,11 @@ def test_build_push_and_serve_the_example(tmp_path: Path, remote: Path, client: 
             assert json.loads(response.read())
     finally:
         container.remove(force=True)
-    ledger.close()
 
 
 def test_one_changed_file_builds_one_image_and_a_revert_builds_none(
-    tmp_path: Path, remote: Path, client: docker.DockerClient
+    tmp_path: Path, remote: Path, client: docker.DockerClient, ledger: Ledger
 ) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
     deps = _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client)
@@ -130,15 +141,13 @@ def test_one_changed_file_builds_one_image_and_a_revert_builds_none(
     assert reverted.status is RunStatus.SUCCEEDED, reverted.error
     assert builds == []  # the old tag is still in the registry: adopted, not rebuilt
     assert sorted(o.code.value for o in reverted.outcomes if o.key.kind is ResourceKind.IMAGE) == ["in_sync"]
-    ledger.close()
 
 
 def test_registry_down_is_a_clear_error_and_is_retried(
-    tmp_path: Path, remote: Path, client: docker.DockerClient
+    tmp_path: Path, remote: Path, client: docker.DockerClient, ledger: Ledger
 ) -> None:
     port = free_port()
     registry = f"127.0.0.1:{port}"
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
     deps = _deps(tmp_path, ledger, registry, builds, client)
@@ -164,7 +173,6 @@ def test_registry_down_is_a_clear_error_and_is_retried(
     finally:
         proc.terminate()
         proc.wait()
-    ledger.close()
 
 
 def test_a_symlink_leading_out_is_refused_and_nothing_is_built(
@@ -195,3 +203,118 @@ def test_the_build_context_refuses_a_link_out_even_past_validation(tmp_path: Pat
     )
     with pytest.raises(TargetError, match=r"symlink app/leak -> \.\./\.\./etc leads out of the repository"):
         context_tar(build, tmp_path)
+
+
+def _images_repo(root: Path, count: int) -> Path:
+    """A repository of `count` python images (no requirements: each build is a COPY), names unique to the test."""
+    suffix = uuid.uuid4().hex[:8]
+    lines = ["name: Many", "images:"]
+    for i in range(count):
+        lines += [f"  - image: many{suffix}/img{i}", "    type: python", f"    source: img{i}"]
+        (root / f"img{i}").mkdir(parents=True)
+        (root / f"img{i}" / "main.py").write_text(f"print({i})\n")
+    (root / "liminal.yml").write_text("\n".join(lines) + "\n")
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "images")
+    return root
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_builds_run_at_most_parallelism_at_a_time(
+    tmp_path: Path, client: docker.DockerClient, parallelism: int
+) -> None:
+    remote = _images_repo(tmp_path / "remote", 4)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("many", str(remote)))
+    events: list[BuildProgress] = []
+    builds: list[BuildRecord] = []
+    # no registry: the tags stay in the local engine
+    run = reconcile("many", _deps(tmp_path, ledger, "", builds, client, parallelism=parallelism, progress=events))
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert len(_built(builds)) == 4
+    running: set[str] = set()
+    most = 0
+    for event in events:  # appended from the build threads, in the order they happened
+        if event.phase == "build":
+            running.add(event.image)
+        elif event.phase in ("done", "failed"):
+            running.discard(event.image)
+        most = max(most, len(running))
+    assert most == parallelism
+    for record in builds:
+        client.images.remove(record.tag)
+    ledger.close()
+
+
+def test_no_cache_rebuilds_every_layer(tmp_path: Path, remote: Path, client: docker.DockerClient) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    events: list[BuildProgress] = []
+    deps = _deps(tmp_path, ledger, "", [], client, progress=events)
+    train = remote / "pipeline" / "train.py"
+
+    def pipeline_log_after(change: str) -> list[str]:
+        events.clear()
+        train.write_text(train.read_text() + f"\n# {change}\n")
+        commit_all(remote, change)
+        run = reconcile("hello", deps)
+        assert run.status is RunStatus.SUCCEEDED, run.error
+        return [e.detail for e in events if e.phase in ("build", "log") and e.image.endswith("/pipeline")]
+
+    reconcile("hello", deps)
+    # the pip install layer (requirements.txt unchanged) comes from the layer cache...
+    cached = pipeline_log_after("tuned")
+    assert any("Using cache" in line for line in cached), cached
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().replace("    source: pipeline\n", "    source: pipeline\n    no_cache: true\n"))
+    # ...and with no_cache every step runs again
+    fresh = pipeline_log_after("no cache")
+    assert fresh[0] == "without layer cache"
+    assert any(line.startswith("Step ") for line in fresh) and not any("Using cache" in line for line in fresh)
+    ledger.close()
+
+
+def test_cli_sync_shows_build_progress_and_builds_lists_digests(
+    tmp_path: Path, remote: Path, ledger: Ledger
+) -> None:
+    password = "reg-pa55-" + uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "LIMINAL_HOME": str(tmp_path / "home"),
+        "LIMINAL_LEDGER_URL": ledger.url,
+        "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
+        "LIMINAL_REGISTRY": _need("LIMINAL_TEST_REGISTRY"),
+        "LIMINAL_BASE_IMAGE": _need("LIMINAL_TEST_BASE_IMAGE"),
+        # the test registry asks for no credentials; they are sent anyway and must show nowhere
+        "LIMINAL_REGISTRY_USERNAME": "ci",
+        "LIMINAL_REGISTRY_PASSWORD": password,
+    }
+    assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
+    synced = liminal("sync", env=env)
+    assert synced.returncode == 0, synced.stderr
+    lines = synced.stderr.splitlines()
+    for image in ("pipeline", "server"):
+        mine = [line.split(": ", 1)[1] for line in lines if line.startswith("image hello") and f"/{image}: " in line]
+        assert mine[0].startswith(f"building {_need('LIMINAL_TEST_REGISTRY')}/hello"), mine
+        assert any(line.startswith("Step 1/") and "FROM" in line for line in mine), mine
+        assert mine[-2] == f"pushing to {_need('LIMINAL_TEST_REGISTRY')}"
+        assert mine[-1].startswith("built ") and ", pushed sha256:" in mine[-1]
+    assert not any("Using cache" in line or "image.build.log" in line for line in lines)  # steps only
+    listed = liminal("builds", "--format", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    builds = json.loads(listed.stdout)
+    assert sorted(b["image"].rsplit("/", 1)[1] for b in builds) == ["pipeline", "server"]
+    assert all(b["status"] == "pushed" and b["digest"].startswith("sha256:") and b["seconds"] > 0 for b in builds)
+    text = liminal("builds", "hello", env=env).stdout
+    assert all(b["digest"] in text for b in builds)
+    # at debug level every line of build output is a structured event
+    (remote / "serving" / "model.py").write_text((remote / "serving" / "model.py").read_text() + "\n")
+    commit_all(remote, "touch the server")
+    debug = liminal("sync", env={**env, "LIMINAL_LOG_LEVEL": "debug", "LIMINAL_LOG_FORMAT": "json"})
+    assert debug.returncode == 0, debug.stderr
+    events = [json.loads(line) for line in debug.stderr.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "image.build.log" and e["line"].startswith("Step 1/") for e in events)
+    assert {e.get("image", "").rsplit("/", 1)[-1] for e in events if e["event"] == "image.build.start"} == {"server"}
+    everything = synced.stdout + synced.stderr + listed.stdout + text + debug.stdout + debug.stderr
+    assert password not in everything
+    assert password not in json.dumps(ledger.builds("hello"), default=str)

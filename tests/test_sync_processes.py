@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,9 +22,8 @@ from controller.render.dags import dag_filename
 from controller.sync.reconcile import Deps, desired_for
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget, stamped_hash
-from tests.conftest import commit_all, git
+from tests.conftest import LIMINAL, commit_all, git
 
-LIMINAL = str(Path(sys.executable).parent / "liminal")
 PIPELINES = 12
 TRIALS = 20
 

@@ -36,11 +36,24 @@ from controller.model import (
 )
 from controller.sync.source import sanitize
 
-__all__ = ["BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
+__all__ = ["BuildProgress", "BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
 
 log = structlog.get_logger("liminal.images")
 
 HASH_LABEL = "io.liminal-gitops.content-hash"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildProgress:
+    """One step of an image build, for a progress display (builds run in parallel: each carries its image).
+
+    `phase` is `build` (started), `log` (one line of the engine's output), `push`, `done` or `failed`.
+    """
+
+    image: str
+    tag: str
+    phase: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +79,13 @@ class ImageTarget:
         auth: RegistryAuth | None = None,
         parallelism: int = 2,
         on_build: Callable[[BuildRecord], None] | None = None,
+        on_progress: Callable[[BuildProgress], None] | None = None,
     ) -> None:
         self._client = client
         self.auth = auth
         self.parallelism = max(1, parallelism)
         self.on_build = on_build or (lambda record: None)
+        self.on_progress = on_progress or (lambda progress: None)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -103,6 +118,7 @@ class ImageTarget:
                 built = True
             digest = self._push(build, bound) if _registry_of(build) else None
         except (TargetError, TransientError) as exc:
+            self._progress(build, "failed", str(exc))
             self._record(resource, build, status="failed", digest=None, started=started, message=str(exc))
             raise
         if built or digest:
@@ -110,6 +126,7 @@ class ImageTarget:
                 resource, build, status="pushed" if digest else "built", digest=digest, started=started, message=None
             )
         message = f"{'built' if built else 'found'} {build.tag}" + (f", pushed {digest}" if digest else "")
+        self._progress(build, "done", f"{message} in {time.perf_counter() - started:.1f} s")
         return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, message)
 
     def delete(self, deployed: Deployed) -> ResourceOutcome:
@@ -149,6 +166,7 @@ class ImageTarget:
             HASH_LABEL: build.content_hash,
         }
         bound.info("image.build.start", files=len(build.files), no_cache=build.no_cache)
+        self._progress(build, "build", "without layer cache" if build.no_cache else "")
         try:
             stream = self.client.api.build(
                 fileobj=context,
@@ -166,7 +184,9 @@ class ImageTarget:
                     raise TargetError(build.name, f"build failed: {str(event['error']).strip()}")
                 line = str(event.get("stream", "")).rstrip()
                 if line:
-                    bound.info("image.build.log", line=line)
+                    # every line of the engine's output; at debug level, the progress display shows the steps
+                    bound.debug("image.build.log", line=line)
+                    self._progress(build, "log", line)
         except docker.errors.APIError as exc:
             raise TargetError(build.name, f"build failed: {exc.explanation or exc}") from exc
         except docker.errors.DockerException as exc:
@@ -176,6 +196,7 @@ class ImageTarget:
     def _push(self, build: ImageBuild, bound: Any) -> str:
         repository, tag = build.tag.rsplit(":", 1)
         digest = None
+        self._progress(build, "push", _registry_of(build) or "")
         try:
             for event in self.client.api.push(
                 repository, tag=tag, stream=True, decode=True, auth_config=self._auth_config()
@@ -193,6 +214,9 @@ class ImageTarget:
             raise TransientError(f"the registry gave no digest for {build.tag}", retry_after=30)
         bound.info("image.pushed", digest=digest)
         return str(digest)
+
+    def _progress(self, build: ImageBuild, phase: str, detail: str) -> None:
+        self.on_progress(BuildProgress(build.name, build.tag, phase, detail))
 
     def _auth_config(self) -> dict[str, str] | None:
         return {"username": self.auth.username, "password": self.auth.password} if self.auth else None
