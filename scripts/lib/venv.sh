@@ -11,4 +11,5 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+python -m pip install --quiet --disable-pip-version-check -e ".[dev]" \
+  2> >(grep -v "^WARNING: Location" >&2)
