@@ -385,11 +385,13 @@ class ImageBuild:
 
 @dataclass(frozen=True, slots=True)
 class DagFile:
-    """A rendered Airflow DAG file: the fixed loader followed by the pipeline as JSON."""
+    """A rendered Airflow DAG: `payload` is the stamped pipeline as one line of JSON (what the
+    controller delivers); `text` is the standalone file, the fixed loader followed by that JSON."""
 
     dag_id: str
     filename: str
     text: str
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from controller.errors import ConfigError
 from controller.ledger import Ledger
 from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
+from controller.render.dags import repo_payload_folder
 from controller.sync.cache import RenderCache
 from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
@@ -61,7 +62,9 @@ def render_only_deps(tmp_path: Path, cache: RenderCache | None = None) -> Deps:
     )
 
 
-DAG_FILE = "liminal__hello__hello_training.py"
+def payload(tmp_path: Path, name: str = "hello_training", repo: str = "hello") -> Path:
+    """Where the DAG-folder target puts a pipeline's payload."""
+    return tmp_path / "dags" / repo_payload_folder(repo) / f"{name}.json"
 
 
 def test_first_sync_applies_then_noop_then_update(tmp_path: Path, remote: Path, ledger: Ledger) -> None:
@@ -72,7 +75,7 @@ def test_first_sync_applies_then_noop_then_update(tmp_path: Path, remote: Path, 
     assert [(o.key.name, o.action, o.code.value) for o in first.outcomes] == [
         ("hello_training", Action.CREATE, "applied")
     ]
-    dag = tmp_path / "dags" / DAG_FILE
+    dag = payload(tmp_path)
     written = dag.stat().st_mtime_ns
     second = reconcile("hello", deps)
     assert second.status is RunStatus.NOOP and second.outcomes == ()
@@ -83,7 +86,7 @@ def test_first_sync_applies_then_noop_then_update(tmp_path: Path, remote: Path, 
     third = reconcile("hello", deps)
     assert third.status is RunStatus.SUCCEEDED and third.commit == new_commit
     assert [(o.action, o.code.value) for o in third.outcomes] == [(Action.UPDATE, "applied")]
-    assert '\\"schedule\\": \\"0 7 * * *\\"' in dag.read_text()
+    assert '"schedule": "0 7 * * *"' in dag.read_text()
     status = ledger.status("hello")
     assert status.last_applied_commit == new_commit == status.last_attempted_commit
     assert [r.status for r in ledger.history("hello")] == [RunStatus.SUCCEEDED, RunStatus.NOOP, RunStatus.SUCCEEDED]
@@ -93,13 +96,13 @@ def test_invalid_commit_keeps_the_last_good_state(tmp_path: Path, remote: Path, 
     ledger.add_repo(RepoRef("hello", str(remote)))
     deps = make_deps(tmp_path, ledger)
     good = reconcile("hello", deps).commit
-    before = (tmp_path / "dags" / DAG_FILE).read_bytes()
+    before = (payload(tmp_path)).read_bytes()
     (remote / "liminal.yml").write_text("name: broken\npipelines:\n  - pipeline: p\n    timeout_minutes: ten\n")
     bad = commit_all(remote, "break it")
     run = reconcile("hello", deps)
     assert run.status is RunStatus.INVALID
     assert run.error is not None and "liminal.yml:4:22" in run.error
-    assert (tmp_path / "dags" / DAG_FILE).read_bytes() == before
+    assert (payload(tmp_path)).read_bytes() == before
     status = ledger.status("hello")
     assert (status.last_attempted_commit, status.last_applied_commit) == (bad, good)
 
@@ -118,11 +121,11 @@ def test_pipeline_removed_from_git_is_pruned_unless_disabled(tmp_path: Path, rem
         ("hello_training", "delete", "deleted"),
         ("hello_training_v2", "create", "applied"),
     ]
-    assert not (tmp_path / "dags" / DAG_FILE).exists()
-    assert (tmp_path / "dags" / "liminal__hello__hello_training_v2.py").exists()
+    assert not (payload(tmp_path)).exists()
+    assert payload(tmp_path, "hello_training_v2").exists()
     kept = reconcile("kept", deps)
     assert [o.action.value for o in kept.outcomes] == ["create"]
-    assert (tmp_path / "dags" / "liminal__kept__hello_training.py").exists()
+    assert payload(tmp_path, repo="kept").exists()
 
 
 def test_force_push_and_deleted_branch(tmp_path: Path, remote: Path, ledger: Ledger) -> None:
@@ -142,7 +145,7 @@ def test_force_push_and_deleted_branch(tmp_path: Path, remote: Path, ledger: Led
     assert gone.status is RunStatus.FAILED
     assert gone.error == f"branch 'main' does not exist on {remote}"
     assert ledger.status("hello").last_applied_commit == rewritten
-    assert (tmp_path / "dags" / DAG_FILE).exists()
+    assert (payload(tmp_path)).exists()
 
 
 def test_unreachable_remote_is_a_recorded_transient_error(tmp_path: Path, ledger: Ledger) -> None:
@@ -347,7 +350,7 @@ def test_force_push_over_http(tmp_path: Path, remote: Path, served: Path, ledger
         git(remote, "push", "-q", "--force", "origin", "main")
         run = reconcile("hello", deps)
         assert (run.status, run.commit) == (RunStatus.SUCCEEDED, rewritten)
-        assert '\\"schedule\\": \\"0 4 * * *\\"' in (tmp_path / "dags" / DAG_FILE).read_text()
+        assert '"schedule": "0 4 * * *"' in (payload(tmp_path)).read_text()
 
 
 def test_a_fetch_killed_mid_ref_update_does_not_block_later_fetches(tmp_path: Path, remote: Path) -> None:

@@ -18,7 +18,7 @@ from benchmarks.sync import pipeline_yml
 from controller.ledger import Ledger
 from controller.model import RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
-from controller.render.dags import dag_filename
+from controller.render.dags import repo_loader, repo_payload_folder
 from controller.sync.reconcile import Deps, desired_for
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget, stamped_hash
@@ -94,11 +94,14 @@ def test_sigkill_at_random_points_then_the_next_sync_converges(tmp_path: Path, l
         assert {k: d.content_hash for k, d in deployed.resources.items()} == {
             k: r.content_hash for k, r in desired.items()
         }, context
+        payloads = tmp_path / "dags" / repo_payload_folder("crash")
         for key, resource in desired.items():
-            assert stamped_hash(tmp_path / "dags" / dag_filename("crash", key.name)) == resource.content_hash, context
-        assert sorted(p.name for p in (tmp_path / "dags").iterdir()) == sorted(
-            dag_filename("crash", k.name) for k in desired
-        )
+            assert stamped_hash(payloads / f"{key.name}.json") == resource.content_hash, context
+        # exactly the loader file, its folder and one payload per pipeline: no temp file left
+        loader = repo_loader("crash")
+        assert sorted(p.name for p in (tmp_path / "dags").iterdir()) == sorted([loader[0], payloads.name])
+        assert (tmp_path / "dags" / loader[0]).read_text() == loader[1]
+        assert sorted(p.name for p in payloads.iterdir()) == sorted(f"{k.name}.json" for k in desired)
         # nothing applied twice: after a kill, what had reached the folder is adopted, not rewritten
         runs = [r for r in ledger.history("crash", limit=10) if r.id >= first_new_run]
         assert all(r.status is not RunStatus.RUNNING for r in runs), context

@@ -1,7 +1,11 @@
 """Liminal GitOps controller: fixed Airflow 3 DAG loader.
 
-Every rendered DAG file is this module's text followed by one line of data, `PIPELINE_JSON`,
-and one fixed line that builds the DAG. No string from a liminal.yml is ever Python source
+A standalone DAG file (`liminal render`) is this module's text followed by one line of data,
+`PIPELINE_JSON`, and one fixed line that builds the DAG. The controller instead delivers one
+loader file per repository, this module's text plus `PAYLOAD_FOLDER` and a fixed loop, that
+builds a DAG from each pipeline's JSON file in that folder: a new pipeline of a known repository
+then goes live through Airflow's reparse API of an existing file, without waiting for Airflow to
+list the folder again. No string from a liminal.yml is ever Python source
 here: names, commands and environment values arrive as JSON data, operators take them as
 arguments, and Jinja templating is switched off on every operator (`template_fields = ()`).
 
@@ -77,6 +81,37 @@ def fill_runtime(text: str, context: Mapping[str, Any]) -> str:
         return str(value)
 
     return _PLACEHOLDER.sub(replace, text)
+
+
+PIPELINE_ERROR_MARK = "LIMINAL-PIPELINE "
+"""Starts each line of a PipelineImportError that names a payload file, for the controller to read back."""
+
+
+class PipelineImportError(Exception):
+    """Payload files of a repository folder that do not build; one marked line per file."""
+
+
+def build_folder(folder: str) -> list[Any]:
+    """One DAG per `*.json` payload in `folder`, in name order.
+
+    Every payload is tried; if any fails, one PipelineImportError names each failing file (the
+    file then records one import error in Airflow, with every failure in its text).
+    """
+    dags: list[Any] = []
+    failures: list[str] = []
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as stream:
+                dags.append(build_dag(load_payload(stream.read())))
+        except Exception as exc:
+            detail = " ".join(str(exc).split())
+            failures.append(f"{PIPELINE_ERROR_MARK}{name}: {type(exc).__name__}: {detail}")
+    if failures:
+        raise PipelineImportError(f"{len(failures)} pipeline(s) do not build:\n" + "\n".join(failures))
+    return dags
 
 
 def check_payload(payload: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ count through LIMINAL_SPLIT_ID and LIMINAL_NUM_SPLITS, images named by content t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ __all__ = [
     "loader_source",
     "memory_bytes",
     "pipeline_payload",
+    "repo_loader",
+    "repo_payload_folder",
     "split_dag_text",
     "stamp_payload",
 ]
@@ -38,6 +41,11 @@ PARTITION_COUNT_ENV = "LIMINAL_NUM_SPLITS"
 
 PAYLOAD_PREFIX = "PIPELINE_JSON = "
 _TAIL = "dag = build_dag(load_payload(PIPELINE_JSON))\n"
+FOLDER_PREFIX = "PAYLOAD_FOLDER = "
+_FOLDER_TAIL = """\
+for _dag in build_folder(os.path.join(os.path.dirname(os.path.abspath(__file__)), PAYLOAD_FOLDER)):
+    globals()["dag__" + _dag.dag_id] = _dag
+"""
 
 _CONTAINER_TYPES = frozenset({"python", "spark"})
 _MARKER_TYPES = frozenset({"job_start", "job_end"})
@@ -61,6 +69,21 @@ def dag_filename(repo: str, dag_id: str) -> str:
     """A file name that no repo or pipeline name can turn into a path (`/`, `..`) or collide on."""
     slug = re.sub(r"[^a-z0-9]+", "_", repo.lower()).strip("_")[:40] or "repo"
     return f"liminal__{slug}__{dag_id}.py"
+
+
+def repo_payload_folder(repo: str) -> str:
+    """The folder (beside the repository's loader file) holding one `<dag_id>.json` per pipeline.
+
+    A short hash of the name keeps two repositories apart whose names slug alike (`a-b`, `a_b`)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", repo.lower()).strip("_")[:40] or "repo"
+    return f"liminal__{slug}_{hashlib.sha256(repo.encode()).hexdigest()[:6]}"
+
+
+def repo_loader(repo: str) -> tuple[str, str]:
+    """(file name, text) of the repository's loader file: fixed but for its folder's name, which is
+    derived from the repository name and holds only `[a-z0-9_]`."""
+    folder = repo_payload_folder(repo)
+    return f"{folder}.py", loader_source() + "\n\n" + FOLDER_PREFIX + json.dumps(folder) + "\n" + _FOLDER_TAIL
 
 
 def pipeline_payload(
@@ -127,9 +150,10 @@ def dag_file(repo: str, stamped: Mapping[str, Any]) -> DagFile:
     The payload is JSON encoded twice with ASCII escapes, which makes it a valid Python string
     literal on one line whatever it holds (quotes, newlines, `\"\"\"`, `{{`, code).
     """
-    line = PAYLOAD_PREFIX + json.dumps(json.dumps(plain(stamped), sort_keys=True, ensure_ascii=True)) + "\n"
-    text = loader_source() + "\n\n" + line + _TAIL
-    return DagFile(dag_id=str(stamped["dag_id"]), filename=dag_filename(repo, str(stamped["dag_id"])), text=text)
+    payload = json.dumps(plain(stamped), sort_keys=True, ensure_ascii=True)
+    text = loader_source() + "\n\n" + PAYLOAD_PREFIX + json.dumps(payload) + "\n" + _TAIL
+    dag_id = str(stamped["dag_id"])
+    return DagFile(dag_id=dag_id, filename=dag_filename(repo, dag_id), text=text, payload=payload)
 
 
 def split_dag_text(text: str) -> tuple[str, str]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,19 +30,24 @@ from controller.model import (
     Snapshot,
 )
 
-__all__ = ["ApplyResult", "Recorder", "Target", "apply"]
+__all__ = ["ApplyResult", "Recorder", "Target", "apply", "each"]
 
 
 class Target(Protocol):
     """One side-effect target (a DAG folder, the Airflow API, a registry, Kubernetes, ...)."""
 
+    watches_drift: bool
+    """True when observing is cheap and live state can drift (a file, a container): every
+    reconcile then observes what it deployed. False for immutable things (content-tagged images)."""
+
     def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
         """The content hash each desired resource has on the target now (None when absent or unknown)."""
         ...
 
-    def apply(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
-        """Make the resource live (`source` is the checkout it was rendered from); raise
-        TargetError (or TransientError) on failure."""
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+        """Make the resources live (`source` is the checkout they were rendered from), yielding one
+        outcome per resource as each completes; a resource that fails is a FAILED outcome. A target
+        may work on several at once (parallel builds, one Airflow parse for a repository's DAGs)."""
         ...
 
     def delete(self, deployed: Deployed) -> ResourceOutcome:
@@ -95,7 +99,7 @@ def apply(
         for kind, group in by_kind.items():
             target = targets[kind]
             observed = _observe(target, [wanted[c.key] for c in group])
-            todo: list[tuple[Change, Resource]] = []
+            todo: dict[ResourceKey, Change] = {}
             for change in group:
                 resource = wanted[change.key]
                 blocked = [d for d in resource.depends_on if d in failed]
@@ -104,21 +108,11 @@ def apply(
                 elif observed.get(change.key) == resource.content_hash:
                     done(_outcome(change, ResultCode.IN_SYNC, "already live (adopted)"), resource)
                 else:
-                    todo.append((change, resource))
-            # a target may apply several resources at once (image builds); outcomes are still
-            # recorded one by one, here, as each completes
-            workers = min(getattr(target, "parallelism", 1), len(todo))
-            if workers <= 1:
-                for change, resource in todo:
-                    done(_try(functools.partial(target.apply, resource, source), change), resource)
-                continue
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {
-                    pool.submit(_try, functools.partial(target.apply, resource, source), change): resource
-                    for change, resource in todo
-                }
-                for future in as_completed(futures):
-                    done(future.result(), futures[future])
+                    todo[change.key] = change
+            if todo:
+                # outcomes are recorded one by one, as the target reports each
+                for outcome in _apply_group(target, [wanted[k] for k in todo], source, todo):
+                    done(outcome, wanted[outcome.key])
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
     for change in deletes:
         if failed:
@@ -128,6 +122,30 @@ def apply(
         target = targets[change.key.kind]
         done(_try(functools.partial(target.delete, current), change), None)
     return ApplyResult(tuple(outcomes))
+
+
+def _apply_group(
+    target: Target, resources: list[Resource], source: Snapshot, changes: Mapping[ResourceKey, Change]
+) -> Iterator[ResourceOutcome]:
+    reported: set[ResourceKey] = set()
+    try:
+        for outcome in target.apply(resources, source):
+            reported.add(outcome.key)
+            # the target says what happened; the plan says whether it was a create or an update
+            yield dataclasses.replace(outcome, action=changes[outcome.key].action)
+    except LiminalError as exc:
+        for key, change in changes.items():
+            if key not in reported:
+                yield _outcome(change, ResultCode.FAILED, str(exc))
+
+
+def each(resources: Sequence[Resource], one: Callable[[Resource], ResourceOutcome]) -> Iterator[ResourceOutcome]:
+    """Apply resources one at a time, a failure (LiminalError) becoming that resource's FAILED outcome."""
+    for resource in resources:
+        try:
+            yield one(resource)
+        except LiminalError as exc:
+            yield ResourceOutcome(resource.key, Action.UPDATE, ResultCode.FAILED, resource.content_hash, str(exc))
 
 
 def _observe(target: Target, resources: list[Resource]) -> Mapping[ResourceKey, str | None]:

@@ -1,7 +1,9 @@
-"""DAG-folder target: writes rendered DAG files atomically into an Airflow dags folder.
+"""DAG-folder target: delivers DAGs into an Airflow dags folder, one loader file per repository.
 
-Airflow parses every `.py` file there; a file is written beside its final name under a name
-Airflow ignores, flushed, then renamed, so the DAG processor never reads half a file.
+Layout: `liminal__<repo>_<h>.py` (the fixed loader, the same for every commit) and beside it the
+folder `liminal__<repo>_<h>/` with one `<dag_id>.json` payload per pipeline. Every file is written
+beside its final name under a name Airflow ignores, flushed, then renamed, so the DAG processor
+never reads half a file. The Airflow target adds the REST API on top of this one.
 """
 
 from __future__ import annotations
@@ -9,65 +11,117 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from controller.errors import TargetError
 from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
-from controller.render.dags import PAYLOAD_PREFIX, dag_filename
+from controller.render.dags import repo_loader, repo_payload_folder
+from controller.sync.apply import each
 
-__all__ = ["DagFolderTarget", "stamped_hash"]
+__all__ = ["DagFolderTarget", "stamped_hash", "write_atomic"]
 
 _TMP_PREFIX = ".liminal-"
 
 
 class DagFolderTarget:
-    """Observe, write and remove DAG files in `folder`."""
+    """Observe, write and remove DAG payloads (and each repository's loader file) in `folder`."""
+
+    watches_drift = True  # files can be edited or removed behind our back
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, key: ResourceKey) -> Path:
-        return self.folder / dag_filename(key.repo, key.name)
+    def payload_path(self, key: ResourceKey) -> Path:
+        """Where the pipeline's JSON payload lives."""
+        return self.folder / repo_payload_folder(key.repo) / f"{key.name}.json"
+
+    def loader_path(self, repo: str) -> Path:
+        """The repository's loader file (the one Airflow parses)."""
+        return self.folder / repo_loader(repo)[0]
 
     def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
-        """The content hash stamped in each DAG file present (None when absent or unreadable)."""
-        return {r.key: stamped_hash(self._path(r.key)) for r in resources}
+        """The content hash stamped in each payload present (None when absent, unreadable, or when
+        the repository's loader file is missing or edited)."""
+        loaders: dict[str, bool] = {}
+        out: dict[ResourceKey, str | None] = {}
+        for r in resources:
+            if r.key.repo not in loaders:
+                loaders[r.key.repo] = _read(self.loader_path(r.key.repo)) == repo_loader(r.key.repo)[1]
+            out[r.key] = stamped_hash(self.payload_path(r.key)) if loaders[r.key.repo] else None
+        return out
 
-    def apply(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
-        """Write the DAG file (atomic rename)."""
-        artifact = resource.artifact
-        if not isinstance(artifact, DagFile):
-            raise TargetError(str(resource.key), "not a DAG file")
-        path = self._path(resource.key)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            _sweep(self.folder)
-            # the pid in the name tells a later process whether the writer is still alive
-            fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                    stream.write(artifact.text)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except OSError as exc:
-            raise TargetError(str(resource.key), f"cannot write {path}: {exc.strerror}") from exc
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+        """Write each payload (and the loader file when missing or changed)."""
+        return each(resources, self._apply_one)
+
+    def _apply_one(self, resource: Resource) -> ResourceOutcome:
+        self.write(resource.key, _dag_of(resource).payload)
         # the engine sets the action (create or update) from the plan
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, str(path))
+        path = str(self.payload_path(resource.key))
+        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, path)
 
     def delete(self, deployed: Deployed) -> ResourceOutcome:
-        """Remove the DAG file (absent already counts as removed)."""
-        path = self._path(deployed.key)
+        """Remove the payload (absent already counts as removed); the loader file goes with the last one."""
+        self.write(deployed.key, None)
+        path = str(self.payload_path(deployed.key))
+        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, path)
+
+    # ---- used by the Airflow target ---------------------------------------------------------
+
+    def read(self, key: ResourceKey) -> str | None:
+        """The payload text on disk now (None when absent)."""
+        return _read(self.payload_path(key))
+
+    def write(self, key: ResourceKey, payload: str | None) -> None:
+        """Put `payload` in place (None removes it, and the loader file when no payload is left)."""
+        path = self.payload_path(key)
+        loader_path = self.loader_path(key.repo)
         try:
-            path.unlink(missing_ok=True)
+            if payload is None:
+                path.unlink(missing_ok=True)
+                if path.parent.is_dir() and not any(p.suffix == ".json" for p in path.parent.iterdir()):
+                    loader_path.unlink(missing_ok=True)
+                    _sweep(path.parent)
+                    path.parent.rmdir()
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, payload + "\n")
+            loader_text = repo_loader(key.repo)[1]
+            if _read(loader_path) != loader_text:
+                write_atomic(loader_path, loader_text)
         except OSError as exc:
-            raise TargetError(str(deployed.key), f"cannot remove {path}: {exc.strerror}") from exc
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, str(path))
+            raise TargetError(str(key), f"cannot write {exc.filename or path}: {exc.strerror}") from exc
+
+
+def _dag_of(resource: Resource) -> DagFile:
+    if not isinstance(resource.artifact, DagFile):
+        raise TargetError(str(resource.key), "not a DAG")
+    return resource.artifact
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` by a flushed temporary file and a rename (readers see old or new, never half)."""
+    _sweep(path.parent)
+    # the pid in the name tells a later process whether the writer is still alive
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _sweep(folder: Path) -> None:
@@ -89,14 +143,13 @@ def _alive(pid: int) -> bool:
 
 
 def stamped_hash(path: Path) -> str | None:
-    """The content hash stamped in the DAG file at `path` (None when absent or unreadable)."""
-    try:
-        with path.open(encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith(PAYLOAD_PREFIX):
-                    payload = json.loads(json.loads(line[len(PAYLOAD_PREFIX) :]))
-                    found = payload.get("origin", {}).get("hash")
-                    return str(found) if found else None
-    except (OSError, ValueError):
+    """The content hash stamped in the payload at `path` (None when absent or unreadable)."""
+    text = _read(path)
+    if text is None:
         return None
-    return None
+    try:
+        payload = json.loads(text)
+        found = payload.get("origin", {}).get("hash") if isinstance(payload, dict) else None
+    except ValueError:
+        return None
+    return str(found) if found else None

@@ -8,11 +8,13 @@ out of the repository.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import tarfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from controller.model import (
     ResultCode,
     Snapshot,
 )
+from controller.sync.apply import each
 from controller.sync.source import sanitize
 
 __all__ = ["BuildProgress", "BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
@@ -71,6 +74,7 @@ class ImageTarget:
     """Observe, build and push images through the Docker engine at DOCKER_HOST (or `client`)."""
 
     parallelism: int
+    watches_drift = False  # a content tag names one image for good; observed only when applying
 
     def __init__(
         self,
@@ -106,7 +110,18 @@ class ImageTarget:
             out[resource.key] = resource.content_hash if found else None
         return out
 
-    def apply(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+        """Build and push up to `parallelism` images at a time; outcomes as each completes."""
+        one = functools.partial(self._apply_one, source=source)
+        if self.parallelism <= 1 or len(resources) <= 1:
+            yield from each(resources, one)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(resources))) as pool:
+            futures = [pool.submit(lambda r: next(each([r], one)), r) for r in resources]
+            for future in as_completed(futures):
+                yield future.result()
+
+    def _apply_one(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
         """Build (unless the engine has the tag already), then push when the tag names a registry."""
         build = _build_of(resource)
         bound = log.bind(repo=resource.key.repo, commit=source.commit[:12], image=build.name, tag=build.tag)
