@@ -27,6 +27,8 @@ from controller.sync.apply import Target
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
+from controller.targets.airflow import AirflowTarget
+from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 
@@ -150,7 +152,16 @@ def _deps() -> tuple[Deps, Ledger]:
         settings.home / "git",
         GitCredentials(settings.git_token, settings.git_username, settings.git_ssh_key_file),
     )
-    targets: dict[ResourceKind, Target] = {ResourceKind.DAG: DagFolderTarget(settings.dags_folder)}
+    folder = DagFolderTarget(settings.dags_folder)
+    targets: dict[ResourceKind, Target] = {ResourceKind.DAG: folder}
+    if settings.airflow_url:
+        api = AirflowApi(
+            settings.airflow_url,
+            username=settings.airflow_username,
+            password=settings.airflow_password,
+            token=settings.airflow_token,
+        )
+        targets[ResourceKind.DAG] = AirflowTarget(folder, api, parse_timeout=settings.airflow_parse_timeout)
     if settings.images:
         auth = (
             RegistryAuth(settings.registry_username, settings.registry_password)

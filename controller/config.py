@@ -40,6 +40,7 @@ KNOWN_NAMES = frozenset(
         "airflow_username",
         "airflow_password",
         "airflow_token",
+        "airflow_parse_timeout",
         "registry",
         "base_image",
         "spark_base_image",
@@ -194,10 +195,22 @@ class ControllerSettings:
 
     registry_password: str | None = None
 
+    airflow_url: str | None = None
+    """Airflow 3 API server (LIMINAL_AIRFLOW_URL, e.g. http://127.0.0.1:8080); unset: DAGs only go to the folder."""
+
+    airflow_username: str | None = None
+    """Airflow user (LIMINAL_AIRFLOW_USERNAME) with LIMINAL_AIRFLOW_PASSWORD(_FILE), or LIMINAL_AIRFLOW_TOKEN(_FILE)."""
+
+    airflow_password: str | None = None
+    airflow_token: str | None = None
+
+    airflow_parse_timeout: float = 60.0
+    """Seconds to wait for Airflow to show a delivered DAG (LIMINAL_AIRFLOW_PARSE_TIMEOUT)."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
-            f"git_token={'***' if self.git_token else None}, images={self.images})"
+            f"git_token={'***' if self.git_token else None}, images={self.images}, airflow_url={self.airflow_url})"
         )
 
 
@@ -218,7 +231,22 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         images=_images(values.get("images", "docker")),
         registry_username=values.get("registry_username") or None,
         registry_password=values.get("registry_password") or None,
+        airflow_url=values.get("airflow_url") or None,
+        airflow_username=values.get("airflow_username") or None,
+        airflow_password=values.get("airflow_password") or None,
+        airflow_token=values.get("airflow_token") or None,
+        airflow_parse_timeout=_seconds("airflow_parse_timeout", values.get("airflow_parse_timeout") or "60"),
     )
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        found = float(value)
+    except ValueError:
+        found = -1.0
+    if not 0 < found <= 3600:
+        raise ConfigError(f"LIMINAL_{name.upper()} must be a number of seconds (0 < s <= 3600); got {value!r}")
+    return found
 
 
 def _images(value: str) -> bool:

@@ -267,6 +267,8 @@ class Pipeline:
     tasks: tuple[Task, ...]
     description: str | None = None
     default_args: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    paused: bool | None = None
+    """The DAG's pause state as git says; None leaves it to Airflow (Liminal's behaviour)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -349,6 +349,12 @@ def build() -> Schema:
                 "minimum": 1,
                 "description": "A run that takes longer fails (dagrun_timeout).",
             },
+            "paused": {
+                "type": "boolean",
+                "description": "Liminal GitOps: the DAG's pause state, set at creation and kept on every deploy "
+                "(false unpauses it on its first deploy). Unset: Airflow's default at creation, then left to "
+                "Airflow's users.",
+            },
             "tasks": {
                 "type": "array",
                 "items": {"$ref": "#/$defs/task"},

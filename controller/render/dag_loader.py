@@ -121,6 +121,18 @@ def check_payload(payload: Mapping[str, Any]) -> None:
         raise ValueError(f"DAG payload format {found!r} is not {FORMAT}; re-render it with this controller")
 
 
+def provenance(payload: Mapping[str, Any]) -> str | None:
+    """The DAG's docs: where it came from. Shown in Airflow's UI; the controller reads the content
+    hash back from the serialized DAG to know which version Airflow really runs."""
+    origin = payload.get("origin")
+    if not isinstance(origin, Mapping) or not origin.get("hash"):
+        return None
+    return (
+        f"Deployed by the Liminal GitOps controller from repository `{origin.get('repo')}` at commit "
+        f"`{origin.get('commit') or '-'}`.\n\nContent hash: `{origin['hash']}`"
+    )
+
+
 def build_dag(payload: Mapping[str, Any]) -> Any:
     """Build the Airflow DAG the payload describes (imports Airflow and the providers it needs)."""
     from airflow.sdk import DAG
@@ -134,6 +146,7 @@ def build_dag(payload: Mapping[str, Any]) -> Any:
         default_args["retry_delay"] = dt.timedelta(seconds=int(payload["retry_delay_seconds"]))
     timeout = payload.get("timeout_minutes")
     dag = DAG(
+        doc_md=provenance(payload),
         dag_id=payload["dag_id"],
         description=payload.get("description"),
         schedule=payload.get("schedule"),
@@ -144,6 +157,7 @@ def build_dag(payload: Mapping[str, Any]) -> Any:
         tags=list(payload.get("tags", [])),
         max_active_runs=int(payload.get("max_active_runs", 1)),
         render_template_as_native_obj=False,
+        is_paused_upon_creation=payload.get("paused"),
     )
     with dag:
         tasks = {spec["task_id"]: _operator(spec) for spec in payload["tasks"]}

@@ -129,6 +129,8 @@ def pipeline_payload(
         "timeout_minutes": pipeline.timeout_minutes or None,
         "tasks": out_tasks,
     }
+    if pipeline.paused is not None:
+        payload["paused"] = pipeline.paused
     for key in ("retries", "retry_delay_seconds", "max_active_runs"):
         value = pipeline.default_args.get(key)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -95,6 +95,7 @@ _PIPELINE_KNOWN = frozenset(
         "schedule",
         "schedule_interval",
         "timeout_minutes",
+        "paused",
         "tasks",
         "description",
         "before_tasks",
@@ -550,7 +551,18 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
         tasks=tasks,
         description=_text(node.get("description")),
         default_args=freeze(default_args),
+        paused=_paused(ctx, node),
     )
+
+
+def _paused(ctx: _Context, pipeline: Node) -> bool | None:
+    node = pipeline.get("paused")
+    if node is None or node.value is None:
+        return None
+    if not isinstance(node.value, bool):
+        ctx.add(node, f"paused must be true or false, not {node.value!r}", "type")
+        return None
+    return node.value
 
 
 def _service(ctx: _Context, node: Node, images: Mapping[str, Image]) -> Service | None:

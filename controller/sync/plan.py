@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from controller.model import Action, Change, DeployedState, DesiredState, Plan
+from controller.model import Action, Change, DeployedState, DesiredState, Plan, ResourceKey
 
 __all__ = ["body_text", "plan"]
 
@@ -19,11 +19,19 @@ def body_text(body: Mapping[str, Any] | None) -> list[str]:
     return json.dumps(body, indent=2, sort_keys=True, default=str).splitlines(keepends=True)
 
 
-def plan(desired: DesiredState, deployed: DeployedState, *, prune: bool = True) -> Plan:
+def plan(
+    desired: DesiredState,
+    deployed: DeployedState,
+    *,
+    prune: bool = True,
+    drifted: frozenset[ResourceKey] = frozenset(),
+) -> Plan:
     """The changes that make `deployed` equal to `desired`.
 
     Order: creates and updates by wave (images, DAGs, services), then deletes in reverse wave order
     (services before the DAGs and images they use). With `prune` off, resources gone from git stay.
+    `drifted` names resources the ledger has as desired but whose live state differs (edited or
+    removed behind the controller's back): they are updated again.
     """
     changes: list[Change] = []
     wanted = desired.by_key()
@@ -33,6 +41,9 @@ def plan(desired: DesiredState, deployed: DeployedState, *, prune: bool = True) 
             changes.append(Change(key, Action.CREATE, resource.content_hash, None, _diff(key, None, resource.body)))
         elif current.content_hash != resource.content_hash:
             diff = _diff(key, current.body, resource.body)
+            changes.append(Change(key, Action.UPDATE, resource.content_hash, current.content_hash, diff))
+        elif key in drifted:
+            diff = f"drift: the live {key.kind}/{key.name} differs from what git and the ledger say; restoring\n"
             changes.append(Change(key, Action.UPDATE, resource.content_hash, current.content_hash, diff))
         else:
             changes.append(Change(key, Action.NOOP, resource.content_hash, current.content_hash))

@@ -24,6 +24,7 @@ from controller.model import (
     Plan,
     RepoRef,
     Resource,
+    ResourceKey,
     ResourceKind,
     ResourceOutcome,
     RunStatus,
@@ -130,7 +131,11 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
             deps.ledger.set_attempted(run_id, repo.name, commit)
             desired = desired_for(snapshot, deps)
             deployed = deps.ledger.deployed_state(repo.name)
-            the_plan: Plan = plan(desired, deployed, prune=repo.prune)
+            drifted = _drifted(desired, deployed, deps.targets, bound)
+            if drifted:
+                summary["drift"] = sorted(f"{k.kind}/{k.name}" for k in drifted)
+                bound.warning("sync.drift", resources=summary["drift"])
+            the_plan: Plan = plan(desired, deployed, prune=repo.prune, drifted=drifted)
             summary["plan"] = the_plan.counts()
             if the_plan.is_noop:
                 status, applied = RunStatus.NOOP, commit
@@ -167,6 +172,32 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
             deps.ledger.finish_run(run_id, repo.name, status, error=error, summary=summary, applied_commit=applied)
             bound.info("sync.finished", status=status.value, error=error, seconds=summary["seconds"])
     return deps.ledger.history(repo.name, limit=1)[0]
+
+
+def _drifted(
+    desired: DesiredState, deployed: DeployedState, targets: Mapping[ResourceKind, Target], bound: Any
+) -> frozenset[ResourceKey]:
+    """Resources deployed as desired whose live state differs, on the targets that watch for drift."""
+    out: set[ResourceKey] = set()
+    for kind, target in targets.items():
+        if not target.watches_drift:
+            continue
+        same = [
+            r
+            for r in desired.resources
+            if r.key.kind is kind
+            and (d := deployed.resources.get(r.key)) is not None
+            and d.content_hash == r.content_hash
+        ]
+        if not same:
+            continue
+        try:
+            live = target.observe(same)
+        except LiminalError as exc:  # cannot look: report, and leave what is live alone
+            bound.warning("sync.observe_failed", kind=str(kind), error=str(exc))
+            continue
+        out.update(r.key for r in same if live.get(r.key) != r.content_hash)
+    return frozenset(out)
 
 
 def _count(outcomes: tuple[ResourceOutcome, ...]) -> dict[str, int]:

@@ -41,14 +41,25 @@ class DagFolderTarget:
         return self.folder / repo_loader(repo)[0]
 
     def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
-        """The content hash stamped in each payload present (None when absent, unreadable, or when
-        the repository's loader file is missing or edited)."""
+        """The desired hash where the payload on disk is the desired one (its origin stamp, which
+        names the commit it was delivered from, aside); otherwise the hash stamped in it, `edited`
+        when that stamp is the desired one but the content differs, or None when it is absent or
+        the repository's loader file is missing or edited."""
         loaders: dict[str, bool] = {}
         out: dict[ResourceKey, str | None] = {}
         for r in resources:
             if r.key.repo not in loaders:
                 loaders[r.key.repo] = _read(self.loader_path(r.key.repo)) == repo_loader(r.key.repo)[1]
-            out[r.key] = stamped_hash(self.payload_path(r.key)) if loaders[r.key.repo] else None
+            text = _read(self.payload_path(r.key)) if loaders[r.key.repo] else None
+            if text is None:
+                out[r.key] = None
+                continue
+            stamp = _stamp_of(text)
+            if stamp == r.content_hash:
+                same = _unstamped(text) == _unstamped(_dag_of(r).payload)
+                out[r.key] = r.content_hash if same else "edited"
+            else:
+                out[r.key] = stamp
         return out
 
     def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
@@ -145,8 +156,19 @@ def _alive(pid: int) -> bool:
 def stamped_hash(path: Path) -> str | None:
     """The content hash stamped in the payload at `path` (None when absent or unreadable)."""
     text = _read(path)
-    if text is None:
+    return None if text is None else _stamp_of(text)
+
+
+def _unstamped(text: str) -> object:
+    """The payload without what says where it came from (origin, tags): the content."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
         return None
+    return {k: v for k, v in payload.items() if k not in ("origin", "tags")} if isinstance(payload, dict) else None
+
+
+def _stamp_of(text: str) -> str | None:
     try:
         payload = json.loads(text)
         found = payload.get("origin", {}).get("hash") if isinstance(payload, dict) else None

@@ -49,6 +49,8 @@ liminal_airflow_env() {
   # a new repository's loader file is found by listing the folder; every later change of that
   # repository goes through the reparse API (the controller never waits for this)
   export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=2
+  # a changed DAG is serialized (and served by the API) at once, not at most every 30 s
+  export AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL=0
   export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=False
   export PATH="$AIRFLOW_VENV/bin:$PATH"
 }
@@ -66,6 +68,8 @@ _liminal_airflow_up() {
   fi
   LIMINAL_TEST_AIRFLOW_PASSWORD="$("$AIRFLOW_VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords")"
   export LIMINAL_TEST_AIRFLOW_PASSWORD
+  # the same settings for the processes a test starts itself (a second api-server it can stop)
+  ( liminal_airflow_env; env | grep -E '^(AIRFLOW_HOME|AIRFLOW__)' ) >"$LIMINAL_AIRFLOW_HOME/airflow.env"
   if curl -fsS -o /dev/null "$url/api/v2/monitor/health" 2>/dev/null; then return; fi
   echo "== starting Airflow 3 on $url (home $LIMINAL_AIRFLOW_HOME; about a minute)"
   (
