@@ -551,6 +551,8 @@ class ResourceOutcome:
     content_hash: str | None
     message: str = ""
     health: Health = Health.UNKNOWN
+    retry_after: float | None = None
+    """Set when the failure is temporary (a target unreachable): the loop retries after this long."""
 
 
 class RunStatus(enum.StrEnum):

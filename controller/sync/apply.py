@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.errors import LiminalError
+from controller.errors import LiminalError, TransientError
 from controller.model import (
     Action,
     Change,
@@ -136,7 +136,7 @@ def _apply_group(
     except LiminalError as exc:
         for key, change in changes.items():
             if key not in reported:
-                yield _outcome(change, ResultCode.FAILED, str(exc))
+                yield dataclasses.replace(_outcome(change, ResultCode.FAILED, str(exc)), retry_after=_retry(exc))
 
 
 def each(resources: Sequence[Resource], one: Callable[[Resource], ResourceOutcome]) -> Iterator[ResourceOutcome]:
@@ -145,7 +145,9 @@ def each(resources: Sequence[Resource], one: Callable[[Resource], ResourceOutcom
         try:
             yield one(resource)
         except LiminalError as exc:
-            yield ResourceOutcome(resource.key, Action.UPDATE, ResultCode.FAILED, resource.content_hash, str(exc))
+            yield ResourceOutcome(
+                resource.key, Action.UPDATE, ResultCode.FAILED, resource.content_hash, str(exc), retry_after=_retry(exc)
+            )
 
 
 def _observe(target: Target, resources: list[Resource]) -> Mapping[ResourceKey, str | None]:
@@ -159,7 +161,11 @@ def _try(call: Callable[[], ResourceOutcome], change: Change) -> ResourceOutcome
     try:
         return dataclasses.replace(call(), action=change.action)
     except LiminalError as exc:
-        return _outcome(change, ResultCode.FAILED, str(exc))
+        return dataclasses.replace(_outcome(change, ResultCode.FAILED, str(exc)), retry_after=_retry(exc))
+
+
+def _retry(exc: LiminalError) -> float | None:
+    return exc.retry_after if isinstance(exc, TransientError) else None
 
 
 def _outcome(change: Change, code: ResultCode, message: str) -> ResourceOutcome:

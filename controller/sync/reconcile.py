@@ -156,6 +156,10 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
                 else:
                     failed = [o for o in result.outcomes if not o.code.ok]
                     error = f"{len(failed)} change(s) did not apply; first: {failed[0].key}: {failed[0].message}"
+                    retry = max((o.retry_after for o in failed if o.retry_after is not None), default=None)
+                    if retry is not None:  # a target was unreachable: the loop retries, with backoff
+                        summary["retry_after"] = retry
+                        error += f" (retry in {retry:g} s)"
         except InputError as exc:
             status = RunStatus.INVALID
             error = f"{len(exc.problems)} problem(s); first: {exc.problems[0].render()}"
