@@ -124,6 +124,10 @@ class AirflowTarget:
                 bound.warning("airflow.import_failed", dag_id=name, error=message)
                 yield _failed(r, f"Airflow could not import it: {message}")
             parse = self._parse(repo, loader, before, pending)
+        if not parse.ok:  # still failing with every change of ours put back: not ours to fix here
+            for r in pending.values():
+                yield _failed(r, f"Airflow could not import {loader}: {parse.file_error or parse.failures}")
+            pending.clear()
         for r in pending.values():
             self._set_pause(r)
             message = f"live in Airflow ({loader})"
