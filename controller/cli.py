@@ -363,6 +363,7 @@ def status(repo: str | None, fmt: str) -> None:
         out = [
             {
                 "repo": s.repo.name,
+                "state": s.state,
                 "last_attempted_commit": s.last_attempted_commit,
                 "last_applied_commit": s.last_applied_commit,
                 "resources": s.resources,
@@ -376,7 +377,7 @@ def status(repo: str | None, fmt: str) -> None:
     for s in found:
         last = f"{s.last_run.status} (run {s.last_run.id})" if s.last_run else "never synced"
         click.echo(
-            f"{s.repo.name}: applied {(s.last_applied_commit or '-')[:12]}, attempted "
+            f"{s.repo.name}: {s.state}, applied {(s.last_applied_commit or '-')[:12]}, attempted "
             f"{(s.last_attempted_commit or '-')[:12]}, {s.resources} resource(s), last run {last}"
             + (f"\n  error: {s.last_error}" if s.last_error else "")
         )

@@ -298,6 +298,7 @@ def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
     out = liminal(
         "status", repo, env={**os.environ, "LIMINAL_LEDGER_URL": ledger.url, "LIMINAL_HOME": str(tmp_path / "home")}
     )
+    assert f"{repo}: degraded" in out.stdout, out.stderr
     assert "ContinuousTimetable requires max_active_runs <= 1" in out.stdout, out.stderr
 
 
@@ -402,12 +403,45 @@ def test_airflow_down_during_a_sync_is_retried_and_converges(
         assert down.error is not None and f"cannot reach Airflow at {url}" in down.error and "retry in" in down.error
         status = ledger.status(repo)
         assert (status.last_applied_commit, status.last_attempted_commit) == (good.commit, commit)
+        assert status.state == "degraded"
         assert rest.dag(a)["timetable_summary"] == "0 6 * * *"  # nothing half-deployed
         server = _api_server(port, tmp_path / "api-server-2.log")
         assert answers(f"{url}/api/v2/monitor/health", 120)
         back = reconcile(repo, deps)
         assert back.status is RunStatus.SUCCEEDED, back.error
         assert ledger.status(repo).last_applied_commit == commit
+        assert ledger.status(repo).state == "synced"
         assert rest.dag(a)["timetable_summary"] == "0 * * * *"
     finally:
         _stop(server)
+
+
+def test_the_cli_syncs_to_airflow_with_credentials_from_a_file(
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+) -> None:
+    repo = f"af-{tag}"
+    cleanup.append(repo)
+    a = f"a_{tag}"
+    remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}]))
+    secret = tmp_path / "airflow-password"
+    secret.write_text(_need("LIMINAL_TEST_AIRFLOW_PASSWORD") + "\n")
+    env = {
+        **os.environ,
+        "LIMINAL_HOME": str(tmp_path / "home"),
+        "LIMINAL_LEDGER_URL": ledger.url,
+        "LIMINAL_IMAGES": "off",
+        "LIMINAL_DAGS_FOLDER": _need("LIMINAL_TEST_AIRFLOW_DAGS"),
+        "LIMINAL_AIRFLOW_URL": _need("LIMINAL_TEST_AIRFLOW_URL"),
+        "LIMINAL_AIRFLOW_USERNAME": _need("LIMINAL_TEST_AIRFLOW_USERNAME"),
+        "LIMINAL_AIRFLOW_PASSWORD_FILE": str(secret),
+    }
+    assert liminal("repo", "add", str(remote), "--name", repo, env=env).returncode == 0
+    synced = liminal("sync", repo, env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert "succeeded" in synced.stdout
+    assert not rest.dag(a)["is_stale"]
+    status = liminal("status", repo, "--format", "json", env=env)
+    assert json.loads(status.stdout)[0]["state"] == "synced"
+    password = _need("LIMINAL_TEST_AIRFLOW_PASSWORD")
+    assert password not in synced.stdout + synced.stderr + status.stdout
+    assert password not in json.dumps([r.summary for r in ledger.history(repo)], default=str)

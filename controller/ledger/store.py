@@ -60,6 +60,21 @@ class RepoStatus:
     last_error: str | None
     resources: int
 
+    @property
+    def state(self) -> str:
+        """`synced` (the last run applied its commit), `invalid` (the newest commit does not
+        validate; the last good one stays live), `degraded` (changes did not apply; retried), or
+        `syncing` or `unknown` (never synced)."""
+        if self.last_run is None:
+            return "unknown"
+        if self.last_run.status is RunStatus.RUNNING:
+            return "syncing"
+        if self.last_run.status is RunStatus.INVALID:
+            return "invalid"
+        if self.last_run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP):
+            return "synced"
+        return "degraded"
+
 
 class Ledger:
     """The ledger at `url` (`sqlite:///path` or `postgresql+psycopg://...`), migrated on open."""

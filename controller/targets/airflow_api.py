@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +30,7 @@ __all__ = ["AirflowApi", "DagInfo", "ImportErrorInfo"]
 
 T = TypeVar("T")
 _PAGE = 100
+_BACKOFF = (0.5, 1.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +154,22 @@ class AirflowApi:
     # ---- plumbing -------------------------------------------------------------------------------
 
     def _call(self, call: Callable[[af.ApiClient], T]) -> T:
-        for attempt in (1, 2):
+        # every call made is idempotent (reads, reparse, pause, delete): a 5xx (Airflow's database
+        # busy or deadlocked) is retried twice after a short pause before it fails the change
+        refreshed = False
+        for pause in (*_BACKOFF, None):
             api = self._client()
             try:
                 return call(api)
             except ApiException as exc:
-                if exc.status == 401 and attempt == 1 and self._static_token is None:
+                status = exc.status or 0
+                if status == 401 and not refreshed and self._static_token is None:
+                    refreshed = True
                     with self._lock:
                         self._api = None  # the token expired: fetch a new one once
+                    continue
+                if (status >= 500 or status == 429) and pause is not None:
+                    time.sleep(pause)
                     continue
                 raise self._error(exc) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
