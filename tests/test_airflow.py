@@ -183,24 +183,33 @@ def _deps(tmp_path: Path, ledger: Ledger, api: AirflowApi, **targets: Any) -> De
 
 
 @pytest.fixture
-def cleanup(rest: Rest) -> Iterator[list[str]]:
-    """Repositories whose files and DAGs are removed from the shared Airflow after the test."""
-    repos: list[str] = []
-    yield repos
+def repo(rest: Rest, tag: str) -> Iterator[str]:
+    """The test's repository name; its files and DAGs are removed from the shared Airflow afterwards."""
+    name = f"af-{tag}"
+    yield name
     folder = Path(_need("LIMINAL_TEST_AIRFLOW_DAGS"))
-    for repo in repos:
-        (folder / repo_loader(repo)[0]).unlink(missing_ok=True)
-        shutil.rmtree(folder / repo_payload_folder(repo), ignore_errors=True)
-        _, found = rest.call(f"/dags?tags=repo:{repo}&exclude_stale=false")
-        for dag in found.get("dags", []) if isinstance(found, dict) else []:
-            rest.call(f"/dags/{dag['dag_id']}", "DELETE")
+    (folder / repo_loader(name)[0]).unlink(missing_ok=True)
+    shutil.rmtree(folder / repo_payload_folder(name), ignore_errors=True)
+    _, found = rest.call(f"/dags?tags=repo:{name}&exclude_stale=false")
+    for dag in found.get("dags", []) if isinstance(found, dict) else []:
+        rest.call(f"/dags/{dag['dag_id']}", "DELETE")
+
+
+def _synced(
+    tmp_path: Path, ledger: Ledger, repo: str, text: str, api: AirflowApi | None = None
+) -> tuple[Path, Deps, str]:
+    """A remote holding `text` as liminal.yml, tracked as `repo` and synced once (successfully)."""
+    remote = _remote(tmp_path / "remote", text)
+    ledger.add_repo(RepoRef(repo, str(remote)))
+    deps = _deps(tmp_path, ledger, api or _api())
+    first = reconcile(repo, deps)
+    assert first.status is RunStatus.SUCCEEDED and first.commit, first.error
+    return remote, deps, first.commit
 
 
 def test_push_change_and_remove_pipelines(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     a, b = f"a_{tag}", f"b_{tag}"
     remote = _remote(
         tmp_path / "remote",
@@ -263,16 +272,10 @@ def test_push_change_and_remove_pipelines(
 
 
 def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     a, b = f"a_{tag}", f"b_{tag}"
-    remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}, {"name": b}]))
-    ledger.add_repo(RepoRef(repo, str(remote)))
-    deps = _deps(tmp_path, ledger, _api())
-    good = reconcile(repo, deps)
-    assert good.status is RunStatus.SUCCEEDED, good.error
+    remote, deps, good = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}, {"name": b}]))
     # valid for liminal.yml, refused by Airflow: a continuous schedule allows one active run
     broken = _yml(tag, [{"name": a, "schedule": "@continuous", "extra": "\n    max_active_runs: 2"},
                         {"name": b, "cmd": "echo better"}])
@@ -290,7 +293,7 @@ def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
     assert f"commit:{commit[:12]}" in {t["name"] for t in rest.dag(b)["tags"]}
     live_a = rest.dag(a)
     assert not live_a["is_stale"] and live_a["timetable_summary"] == "0 6 * * *"
-    assert f"commit:{(good.commit or '')[:12]}" in {t["name"] for t in live_a["tags"]}
+    assert f"commit:{good[:12]}" in {t["name"] for t in live_a["tags"]}
     _, errors = rest.call(f"/importErrors?filename={repo_loader(repo)[0]}")
     assert errors["total_entries"] == 0
     assert rest.run_to_end(a)["state"] == "success"
@@ -303,12 +306,10 @@ def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
 
 
 def test_a_task_runs_on_the_local_docker_engine_with_the_image_built_from_git(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
     import docker
 
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     name = f"e2e_{tag}"
     text = _yml(tag, [{"name": name, "image": f"af{tag}/job", "cmd": "python3 -u main.py"}], images=True)
     remote = _remote(tmp_path / "remote", text)
@@ -328,15 +329,10 @@ def test_a_task_runs_on_the_local_docker_engine_with_the_image_built_from_git(
 
 
 def test_a_dag_file_edited_or_removed_by_hand_is_restored(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     a, b = f"a_{tag}", f"b_{tag}"
-    remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}, {"name": b}]))
-    ledger.add_repo(RepoRef(repo, str(remote)))
-    deps = _deps(tmp_path, ledger, _api())
-    assert reconcile(repo, deps).status is RunStatus.SUCCEEDED
+    _, deps, _ = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}, {"name": b}]))
     folder = Path(_need("LIMINAL_TEST_AIRFLOW_DAGS")) / repo_payload_folder(repo)
     original = (folder / f"{a}.json").read_text()
     (folder / f"{a}.json").write_text(original.replace('"0 6 * * *"', '"0 9 * * *"'))
@@ -381,28 +377,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_airflow_down_during_a_sync_is_retried_and_converges(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     a = f"a_{tag}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = _api_server(port, tmp_path / "api-server.log")
     try:
         assert answers(f"{url}/api/v2/monitor/health", 120), (tmp_path / "api-server.log").read_text()[-2000:]
-        remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}]))
-        ledger.add_repo(RepoRef(repo, str(remote)))
-        deps = _deps(tmp_path, ledger, _api(url))
-        good = reconcile(repo, deps)
-        assert good.status is RunStatus.SUCCEEDED, good.error
+        remote, deps, good = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}]), _api(url))
         _stop(server)
         commit = _push(remote, _yml(tag, [{"name": a, "schedule": "@hourly"}]), "hourly")
         down = reconcile(repo, deps)
         assert down.status is RunStatus.FAILED
         assert down.error is not None and f"cannot reach Airflow at {url}" in down.error and "retry in" in down.error
         status = ledger.status(repo)
-        assert (status.last_applied_commit, status.last_attempted_commit) == (good.commit, commit)
+        assert (status.last_applied_commit, status.last_attempted_commit) == (good, commit)
         assert status.state == "degraded"
         assert rest.dag(a)["timetable_summary"] == "0 6 * * *"  # nothing half-deployed
         server = _api_server(port, tmp_path / "api-server-2.log")
@@ -417,10 +407,8 @@ def test_airflow_down_during_a_sync_is_retried_and_converges(
 
 
 def test_the_cli_syncs_to_airflow_with_credentials_from_a_file(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, cleanup: list[str]
+    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
 ) -> None:
-    repo = f"af-{tag}"
-    cleanup.append(repo)
     a = f"a_{tag}"
     remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}]))
     secret = tmp_path / "airflow-password"
