@@ -18,18 +18,19 @@ import structlog
 from controller.config import controller_settings, log_format, log_level, placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Origin, RepoRef, ResourceKind, RunStatus, Spec, SyncRun
+from controller.model import Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec, SyncRun
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
-from controller.sync.apply import Target
+from controller.sync.apply import ServiceTarget, Target
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
+from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 
 __all__ = ["main"]
@@ -169,6 +170,9 @@ def _deps() -> tuple[Deps, Ledger]:
             else None
         )
         targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build, on_progress=_show_build)
+        # a python_server service runs its image: served only when images are built
+        if settings.render.serving is ServingTarget.DOCKER:
+            targets[ResourceKind.SERVICE] = DockerServingTarget()
     deps = Deps(
         source=source,
         ledger=ledger,
@@ -355,8 +359,9 @@ def builds(repo: str | None, limit: int, fmt: str) -> None:
 def status(repo: str | None, fmt: str) -> None:
     """Attempted and applied commits, last run and resource count per repository."""
     try:
-        _, ledger = _deps()
+        deps, ledger = _deps()
         found = [ledger.status(name) for name in _repo_names(ledger, repo)]
+        served = {s.repo.name: _endpoints(deps, ledger, s.repo.name) for s in found}
     except LiminalError as exc:
         _fail(exc, fmt)
     if fmt == "json":
@@ -369,6 +374,10 @@ def status(repo: str | None, fmt: str) -> None:
                 "resources": s.resources,
                 "last_error": s.last_error,
                 "last_run": _run_json(s.last_run) if s.last_run else None,
+                "services": [
+                    {"name": name, "url": e.url, "health": e.health, "detail": e.detail}
+                    for name, e in served[s.repo.name]
+                ],
             }
             for s in found
         ]
@@ -381,6 +390,23 @@ def status(repo: str | None, fmt: str) -> None:
             f"{(s.last_attempted_commit or '-')[:12]}, {s.resources} resource(s), last run {last}"
             + (f"\n  error: {s.last_error}" if s.last_error else "")
         )
+        for name, e in served[s.repo.name]:
+            click.echo(f"  service {name}: {e.url or '-'} {e.health}" + (f" ({e.detail})" if e.detail else ""))
+
+
+def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, ServiceEndpoint]]:
+    """Each deployed service's URL and live health, asked of the serving target."""
+    services = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
+    target = deps.targets.get(ResourceKind.SERVICE)
+    if not services:
+        return []
+    if not isinstance(target, ServiceTarget):
+        return [(d.key.name, ServiceEndpoint(None, "unknown", "no serving target configured")) for d in services]
+    try:
+        found = target.endpoints(services)
+    except LiminalError as exc:
+        return [(d.key.name, ServiceEndpoint(None, "unknown", str(exc))) for d in services]
+    return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, "unknown")) for d in sorted(services, key=str)]
 
 
 def _run_json(r: SyncRun) -> dict[str, object]:

@@ -555,6 +555,16 @@ class ResourceOutcome:
     """Set when the failure is temporary (a target unreachable): the loop retries after this long."""
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """Where a deployed service answers, and how it is doing (for `liminal status`)."""
+
+    url: str | None
+    health: str
+    """`healthy`, `progressing`, `starting`, `unhealthy`, `stopped`, `absent` or `unknown`."""
+    detail: str = ""
+
+
 class RunStatus(enum.StrEnum):
     """How a sync run ended (RUNNING while it has not)."""
 

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from controller.errors import LiminalError, TransientError
 from controller.model import (
@@ -27,10 +27,11 @@ from controller.model import (
     ResourceKind,
     ResourceOutcome,
     ResultCode,
+    ServiceEndpoint,
     Snapshot,
 )
 
-__all__ = ["ApplyResult", "Recorder", "Target", "apply", "each"]
+__all__ = ["ApplyResult", "Recorder", "ServiceTarget", "Target", "apply", "each"]
 
 
 class Target(Protocol):
@@ -52,6 +53,15 @@ class Target(Protocol):
 
     def delete(self, deployed: Deployed) -> ResourceOutcome:
         """Remove a resource that git no longer has."""
+        ...
+
+
+@runtime_checkable
+class ServiceTarget(Target, Protocol):
+    """A target that serves what it deploys: it can say where each service answers and how it is."""
+
+    def endpoints(self, deployed: Sequence[Deployed]) -> Mapping[ResourceKey, ServiceEndpoint]:
+        """URL and health of each deployed service (health `absent` when it is not there)."""
         ...
 
 

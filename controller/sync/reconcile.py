@@ -155,7 +155,10 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
                     status, applied = RunStatus.SUCCEEDED, commit
                 else:
                     failed = [o for o in result.outcomes if not o.code.ok]
-                    error = f"{len(failed)} change(s) did not apply; first: {failed[0].key}: {failed[0].message}"
+                    first = failed[0].message
+                    if not first.startswith(f"{failed[0].key}: "):  # a TargetError names its resource already
+                        first = f"{failed[0].key}: {first}"
+                    error = f"{len(failed)} change(s) did not apply; first: {first}"
                     retry = max((o.retry_after for o in failed if o.retry_after is not None), default=None)
                     if retry is not None:  # a target was unreachable: the loop retries, with backoff
                         summary["retry_after"] = retry
