@@ -32,6 +32,7 @@ from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
+from controller.targets.kubernetes import KubernetesTarget
 
 __all__ = ["main"]
 
@@ -173,6 +174,11 @@ def _deps() -> tuple[Deps, Ledger]:
         # a python_server service runs its image: served only when images are built
         if settings.render.serving is ServingTarget.DOCKER:
             targets[ResourceKind.SERVICE] = DockerServingTarget()
+    if settings.render.serving is ServingTarget.KUBERNETES:
+        # the cluster pulls the images from the registry; without one nothing could be pulled
+        targets[ResourceKind.SERVICE] = KubernetesTarget(
+            kubeconfig=settings.kubeconfig, rollout_timeout=settings.rollout_timeout
+        )
     deps = Deps(
         source=source,
         ledger=ledger,

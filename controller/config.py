@@ -41,6 +41,7 @@ KNOWN_NAMES = frozenset(
         "airflow_password",
         "airflow_token",
         "airflow_parse_timeout",
+        "rollout_timeout",
         "registry",
         "base_image",
         "spark_base_image",
@@ -207,6 +208,13 @@ class ControllerSettings:
     airflow_parse_timeout: float = 60.0
     """Seconds to wait for Airflow to show a delivered DAG (LIMINAL_AIRFLOW_PARSE_TIMEOUT)."""
 
+    kubeconfig: str | None = None
+    """Kubeconfig file for LIMINAL_SERVING=kubernetes (KUBECONFIG, its first file); unset: ~/.kube/config,
+    else the in-cluster service account."""
+
+    rollout_timeout: float = 300.0
+    """Seconds a service's rollout may take before its change fails (LIMINAL_ROLLOUT_TIMEOUT)."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -236,6 +244,8 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         airflow_password=values.get("airflow_password") or None,
         airflow_token=values.get("airflow_token") or None,
         airflow_parse_timeout=_seconds("airflow_parse_timeout", values.get("airflow_parse_timeout") or "60"),
+        kubeconfig=(env.get("KUBECONFIG") or "").split(os.pathsep)[0] or None,
+        rollout_timeout=_seconds("rollout_timeout", values.get("rollout_timeout") or "300"),
     )
 
 
