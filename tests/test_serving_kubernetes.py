@@ -4,6 +4,8 @@ Kubernetes schemas with kubernetes-validate."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
-from tests.conftest import REPO, commit_all, git
+from tests.conftest import REPO, commit_all, git, liminal
 from tests.kubernetes_fake import FakeKubernetes, Recorded, serve
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
@@ -174,3 +176,35 @@ def test_kubeconfig_credentials_reach_the_api(tmp_path: Path, fake: FakeKubernet
     api = api_client_from_config(str(kubeconfig))
     assert k8s.AppsV1Api(api).list_namespaced_deployment(NS).items == []
     assert fake.requests[-1].authorization == f"Bearer {token}"
+
+
+def test_the_cli_serves_on_kubernetes_and_status_shows_the_endpoint(
+    tmp_path: Path, remote: Path, ledger: Ledger, fake: FakeKubernetes
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+        f"clusters:\n- name: fake\n  cluster:\n    server: {fake.url}\n"
+        "users:\n- name: ci\n  user:\n    token: t\n"
+        "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: ci\n"
+    )
+    env = {
+        **os.environ,
+        "LIMINAL_HOME": str(tmp_path / "home"),
+        "LIMINAL_LEDGER_URL": ledger.url,
+        "LIMINAL_IMAGES": "off",
+        "LIMINAL_SERVING": "kubernetes",
+        "LIMINAL_NAMESPACE": NS,
+        "KUBECONFIG": str(kubeconfig),
+    }
+    assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
+    synced = liminal("sync", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert ("deployments", NS, "hello-server") in fake.objects
+    status = liminal("status", "--format", "json", env=env)
+    assert json.loads(status.stdout)[0]["services"] == [
+        {"name": "hello_server", "url": f"http://hello-server.{NS}.svc.cluster.local:80", "health": "healthy",
+         "detail": "1 of 1 replicas available"}
+    ]
+    text = liminal("status", env=env).stdout
+    assert f"service hello_server: http://hello-server.{NS}.svc.cluster.local:80 healthy" in text
