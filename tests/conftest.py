@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -151,3 +152,37 @@ def liminal(
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed console script in a subprocess, exactly as a user would."""
     return subprocess.run([LIMINAL, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False)
+
+
+EXAMPLE = REPO / "examples" / "hello-liminal"
+
+
+def need(name: str) -> str:
+    """A setting the test services export (scripts/test starts them); a clear failure without it."""
+    value = os.environ.get(name)
+    assert value, f"{name} is not set: run the tests through scripts/test (it starts the services they use)"
+    return value
+
+
+def example_remote(tmp_path: Path, *, own_images: bool = False) -> Path:
+    """A working repository holding the bundled example, on branch main. With `own_images`, the
+    image names carry a suffix of this test's own, so that nothing another test built is found."""
+    repo = tmp_path / "remote"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    if own_images:
+        yml = repo / "liminal.yml"
+        yml.write_text(yml.read_text().replace("hello/", f"hello{uuid.uuid4().hex[:8]}/"))
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "initial")
+    return repo
+
+
+@pytest.fixture
+def docker_client() -> Iterator[Any]:
+    """A client of the Docker engine scripts/lib/docker.sh starts."""
+    import docker
+
+    need("DOCKER_HOST")
+    found = docker.from_env()
+    yield found
+    found.close()

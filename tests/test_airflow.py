@@ -30,13 +30,7 @@ from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import ImageTarget
-from tests.conftest import answers, commit_all, free_port, git, liminal
-
-
-def _need(name: str) -> str:
-    value = os.environ.get(name)
-    assert value, f"{name} is not set: run the tests through scripts/test (it starts Airflow)"
-    return value
+from tests.conftest import answers, commit_all, free_port, git, liminal, need
 
 
 class Rest:
@@ -47,7 +41,7 @@ class Rest:
         request = urllib.request.Request(
             f"{url}/auth/token",
             data=json.dumps(
-                {"username": _need("LIMINAL_TEST_AIRFLOW_USERNAME"), "password": _need("LIMINAL_TEST_AIRFLOW_PASSWORD")}
+                {"username": need("LIMINAL_TEST_AIRFLOW_USERNAME"), "password": need("LIMINAL_TEST_AIRFLOW_PASSWORD")}
             ).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
@@ -100,7 +94,7 @@ class Rest:
 
 @pytest.fixture(scope="module")
 def rest() -> Rest:
-    return Rest(_need("LIMINAL_TEST_AIRFLOW_URL"))
+    return Rest(need("LIMINAL_TEST_AIRFLOW_URL"))
 
 
 @pytest.fixture
@@ -137,7 +131,7 @@ def _yml(tag: str, pipelines: list[dict[str, str]], *, images: bool = False) -> 
             name=p["name"],
             schedule=p.get("schedule", "0 6 * * *"),
             extra=p.get("extra", ""),
-            image=p.get("image", _need("LIMINAL_TEST_BUSYBOX_IMAGE")),
+            image=p.get("image", need("LIMINAL_TEST_BUSYBOX_IMAGE")),
             cmd=p.get("cmd", "echo prepared"),
         )
         for p in pipelines
@@ -162,22 +156,22 @@ def _push(remote: Path, text: str, message: str) -> str:
 
 def _api(url: str | None = None) -> AirflowApi:
     return AirflowApi(
-        url or _need("LIMINAL_TEST_AIRFLOW_URL"),
-        username=_need("LIMINAL_TEST_AIRFLOW_USERNAME"),
-        password=_need("LIMINAL_TEST_AIRFLOW_PASSWORD"),
+        url or need("LIMINAL_TEST_AIRFLOW_URL"),
+        username=need("LIMINAL_TEST_AIRFLOW_USERNAME"),
+        password=need("LIMINAL_TEST_AIRFLOW_PASSWORD"),
     )
 
 
 def _deps(tmp_path: Path, ledger: Ledger, api: AirflowApi, **targets: Any) -> Deps:
-    dag_target = AirflowTarget(DagFolderTarget(Path(_need("LIMINAL_TEST_AIRFLOW_DAGS"))), api, parse_timeout=60)
+    dag_target = AirflowTarget(DagFolderTarget(Path(need("LIMINAL_TEST_AIRFLOW_DAGS"))), api, parse_timeout=60)
     return Deps(
         source=GitSource(tmp_path / "cache"),
         ledger=ledger,
         targets={ResourceKind.DAG: dag_target, **{ResourceKind(k): v for k, v in targets.items()}},
         settings=RenderSettings(
             registry=os.environ.get("LIMINAL_TEST_REGISTRY", ""),
-            base_image=_need("LIMINAL_TEST_BASE_IMAGE"),
-            docker_url=_need("DOCKER_HOST"),
+            base_image=need("LIMINAL_TEST_BASE_IMAGE"),
+            docker_url=need("DOCKER_HOST"),
         ),
     )
 
@@ -187,7 +181,7 @@ def repo(rest: Rest, tag: str) -> Iterator[str]:
     """The test's repository name; its files and DAGs are removed from the shared Airflow afterwards."""
     name = f"af-{tag}"
     yield name
-    folder = Path(_need("LIMINAL_TEST_AIRFLOW_DAGS"))
+    folder = Path(need("LIMINAL_TEST_AIRFLOW_DAGS"))
     (folder / repo_loader(name)[0]).unlink(missing_ok=True)
     shutil.rmtree(folder / repo_payload_folder(name), ignore_errors=True)
     _, found = rest.call(f"/dags?tags=repo:{name}&exclude_stale=false")
@@ -235,11 +229,11 @@ def test_push_change_and_remove_pipelines(
     second_text = _yml(
         tag, [{"name": a, "extra": "\n    paused: false", "cmd": "echo changed"}, {"name": b, "schedule": "@daily"}]
     ) + PIPELINE.format(
-        name=c, schedule="@hourly", extra="", image=_need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo new"
+        name=c, schedule="@hourly", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo new"
     )
     second_text = second_text.replace(
         "        cmd: echo changed\n", "        cmd: echo changed\n      - task: check\n        type: python\n"
-        f"        image: {_need('LIMINAL_TEST_BUSYBOX_IMAGE')}\n        executor: local\n        cmd: echo checked\n"
+        f"        image: {need('LIMINAL_TEST_BUSYBOX_IMAGE')}\n        executor: local\n        cmd: echo checked\n"
     )
     commit = _push(remote, second_text, "change a, add c")
     started = time.monotonic()
@@ -259,7 +253,7 @@ def test_push_change_and_remove_pipelines(
     rest.call(f"/dags/{a}", "PATCH", {"is_paused": True})
 
     # remove b from git: paused, then deleted from Airflow with its file
-    third_text = second_text.replace(PIPELINE.format(name=b, schedule="@daily", extra="", image=_need(
+    third_text = second_text.replace(PIPELINE.format(name=b, schedule="@daily", extra="", image=need(
         "LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo prepared"), "")
     assert f"pipeline: {b}" not in third_text
     _push(remote, third_text, "remove b")
@@ -267,7 +261,7 @@ def test_push_change_and_remove_pipelines(
     assert third.status is RunStatus.SUCCEEDED, third.error
     assert [(o.key.name, o.action.value, o.code.value) for o in third.outcomes] == [(b, "delete", "deleted")]
     assert not rest.exists(b)
-    assert not (Path(_need("LIMINAL_TEST_AIRFLOW_DAGS")) / repo_payload_folder(repo) / f"{b}.json").exists()
+    assert not (Path(need("LIMINAL_TEST_AIRFLOW_DAGS")) / repo_payload_folder(repo) / f"{b}.json").exists()
     assert rest.exists(a) and rest.exists(c)
 
 
@@ -333,7 +327,7 @@ def test_a_dag_file_edited_or_removed_by_hand_is_restored(
 ) -> None:
     a, b = f"a_{tag}", f"b_{tag}"
     _, deps, _ = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}, {"name": b}]))
-    folder = Path(_need("LIMINAL_TEST_AIRFLOW_DAGS")) / repo_payload_folder(repo)
+    folder = Path(need("LIMINAL_TEST_AIRFLOW_DAGS")) / repo_payload_folder(repo)
     original = (folder / f"{a}.json").read_text()
     (folder / f"{a}.json").write_text(original.replace('"0 6 * * *"', '"0 9 * * *"'))
     (folder / f"{b}.json").unlink()
@@ -348,7 +342,7 @@ def test_a_dag_file_edited_or_removed_by_hand_is_restored(
 
 def _api_server(port: int, logs: Path) -> subprocess.Popen[bytes]:
     """A second api-server of the same Airflow (same database), on its own port: one the test can stop."""
-    home = Path(_need("LIMINAL_TEST_AIRFLOW_HOME"))
+    home = Path(need("LIMINAL_TEST_AIRFLOW_HOME"))
     env = dict(os.environ)
     for line in (home / "airflow.env").read_text().splitlines():
         key, _, value = line.partition("=")
@@ -412,15 +406,15 @@ def test_the_cli_syncs_to_airflow_with_credentials_from_a_file(
     a = f"a_{tag}"
     remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}]))
     secret = tmp_path / "airflow-password"
-    secret.write_text(_need("LIMINAL_TEST_AIRFLOW_PASSWORD") + "\n")
+    secret.write_text(need("LIMINAL_TEST_AIRFLOW_PASSWORD") + "\n")
     env = {
         **os.environ,
         "LIMINAL_HOME": str(tmp_path / "home"),
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_IMAGES": "off",
-        "LIMINAL_DAGS_FOLDER": _need("LIMINAL_TEST_AIRFLOW_DAGS"),
-        "LIMINAL_AIRFLOW_URL": _need("LIMINAL_TEST_AIRFLOW_URL"),
-        "LIMINAL_AIRFLOW_USERNAME": _need("LIMINAL_TEST_AIRFLOW_USERNAME"),
+        "LIMINAL_DAGS_FOLDER": need("LIMINAL_TEST_AIRFLOW_DAGS"),
+        "LIMINAL_AIRFLOW_URL": need("LIMINAL_TEST_AIRFLOW_URL"),
+        "LIMINAL_AIRFLOW_USERNAME": need("LIMINAL_TEST_AIRFLOW_USERNAME"),
         "LIMINAL_AIRFLOW_PASSWORD_FILE": str(secret),
     }
     assert liminal("repo", "add", str(remote), "--name", repo, env=env).returncode == 0
@@ -430,6 +424,6 @@ def test_the_cli_syncs_to_airflow_with_credentials_from_a_file(
     assert not rest.dag(a)["is_stale"]
     status = liminal("status", repo, "--format", "json", env=env)
     assert json.loads(status.stdout)[0]["state"] == "synced"
-    password = _need("LIMINAL_TEST_AIRFLOW_PASSWORD")
+    password = need("LIMINAL_TEST_AIRFLOW_PASSWORD")
     assert password not in synced.stdout + synced.stderr + status.stdout
     assert password not in json.dumps([r.summary for r in ledger.history(repo)], default=str)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -22,36 +20,17 @@ from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import HASH_LABEL, BuildProgress, ImageTarget, context_tar
-from tests.conftest import REPO, answers, commit_all, free_port, git, liminal
-
-EXAMPLE = REPO / "examples" / "hello-liminal"
+from tests.conftest import answers, commit_all, example_remote, free_port, git, liminal, need
 
 
-def _need(name: str) -> str:
-    value = os.environ.get(name)
-    assert value, f"{name} is not set: run the tests through scripts/test (it starts dockerd and the registry)"
-    return value
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    _need("DOCKER_HOST")
-    found = docker.from_env()
-    yield found
-    found.close()
+@pytest.fixture
+def client(docker_client: docker.DockerClient) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
-    repo = tmp_path / "remote"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    # a name of our own per test: nothing built by another test can be found
-    yml = repo / "liminal.yml"
-    suffix = uuid.uuid4().hex[:8]
-    yml.write_text(yml.read_text().replace("hello/", f"hello{suffix}/"))
-    git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, "initial")
-    return repo
+    return example_remote(tmp_path, own_images=True)
 
 
 def _deps(
@@ -80,7 +59,7 @@ def _deps(
             ),
             ResourceKind.DAG: DagFolderTarget(tmp_path / "dags"),
         },
-        settings=RenderSettings(registry=registry, base_image=_need("LIMINAL_TEST_BASE_IMAGE")),
+        settings=RenderSettings(registry=registry, base_image=need("LIMINAL_TEST_BASE_IMAGE")),
     )
 
 
@@ -93,7 +72,7 @@ def test_build_push_and_serve_the_example(
 ) -> None:
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
-    run = reconcile("hello", _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client))
+    run = reconcile("hello", _deps(tmp_path, ledger, need("LIMINAL_TEST_REGISTRY"), builds, client))
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert len(builds) == 2 and all(
         b.status == "pushed" and b.digest and b.digest.startswith("sha256:") for b in builds
@@ -126,7 +105,7 @@ def test_one_changed_file_builds_one_image_and_a_revert_builds_none(
 ) -> None:
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
-    deps = _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client)
+    deps = _deps(tmp_path, ledger, need("LIMINAL_TEST_REGISTRY"), builds, client)
     assert reconcile("hello", deps).status is RunStatus.SUCCEEDED
     assert len(_built(builds)) == 2
     builds.clear()
@@ -183,7 +162,7 @@ def test_a_symlink_leading_out_is_refused_and_nothing_is_built(
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.add_repo(RepoRef("hello", str(remote)))
     builds: list[BuildRecord] = []
-    run = reconcile("hello", _deps(tmp_path, ledger, _need("LIMINAL_TEST_REGISTRY"), builds, client))
+    run = reconcile("hello", _deps(tmp_path, ledger, need("LIMINAL_TEST_REGISTRY"), builds, client))
     assert run.status is RunStatus.INVALID
     assert run.error is not None and "liminal.yml:" in run.error and "leading outside the repository" in run.error
     assert builds == [] and ledger.builds("hello") == []
@@ -283,8 +262,8 @@ def test_cli_sync_shows_build_progress_and_builds_lists_digests(
         "LIMINAL_HOME": str(tmp_path / "home"),
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
-        "LIMINAL_REGISTRY": _need("LIMINAL_TEST_REGISTRY"),
-        "LIMINAL_BASE_IMAGE": _need("LIMINAL_TEST_BASE_IMAGE"),
+        "LIMINAL_REGISTRY": need("LIMINAL_TEST_REGISTRY"),
+        "LIMINAL_BASE_IMAGE": need("LIMINAL_TEST_BASE_IMAGE"),
         # the test registry asks for no credentials; they are sent anyway and must show nowhere
         "LIMINAL_REGISTRY_USERNAME": "ci",
         "LIMINAL_REGISTRY_PASSWORD": password,
@@ -295,9 +274,9 @@ def test_cli_sync_shows_build_progress_and_builds_lists_digests(
     lines = synced.stderr.splitlines()
     for image in ("pipeline", "server"):
         mine = [line.split(": ", 1)[1] for line in lines if line.startswith("image hello") and f"/{image}: " in line]
-        assert mine[0].startswith(f"building {_need('LIMINAL_TEST_REGISTRY')}/hello"), mine
+        assert mine[0].startswith(f"building {need('LIMINAL_TEST_REGISTRY')}/hello"), mine
         assert any(line.startswith("Step 1/") and "FROM" in line for line in mine), mine
-        assert mine[-2] == f"pushing to {_need('LIMINAL_TEST_REGISTRY')}"
+        assert mine[-2] == f"pushing to {need('LIMINAL_TEST_REGISTRY')}"
         assert mine[-1].startswith("built ") and ", pushed sha256:" in mine[-1]
     assert not any("Using cache" in line or "image.build.log" in line for line in lines)  # steps only
     listed = liminal("builds", "--format", "json", env=env)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,9 @@ from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
-from tests.conftest import REPO, commit_all, git, liminal
+from tests.conftest import commit_all, example_remote, liminal
 from tests.kubernetes_fake import FakeKubernetes, Recorded, serve
 
-EXAMPLE = REPO / "examples" / "hello-liminal"
 NS = "ml-serving"
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/hello-server"
 SERVICE = f"/api/v1/namespaces/{NS}/services/hello-server"
@@ -38,11 +36,7 @@ def fake() -> Iterator[FakeKubernetes]:
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
-    repo = tmp_path / "remote"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, "initial")
-    return repo
+    return example_remote(tmp_path)
 
 
 def _target(fake: FakeKubernetes, rollout_timeout: float = 300.0) -> KubernetesTarget:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +20,14 @@ from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
-from tests.conftest import REPO, commit_all, git
+from tests.conftest import commit_all, example_remote, git
 from tests.git_http import serve_git, url_of
-
-EXAMPLE = REPO / "examples" / "hello-liminal"
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A working repository holding the example, on branch main."""
-    repo = tmp_path / "remote"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, "initial")
-    return repo
+    return example_remote(tmp_path)
 
 
 def write_file(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import structlog
 
-from controller.errors import TargetError, TransientError
+from controller.errors import TargetError
 from controller.model import (
     Action,
     Deployed,
@@ -35,6 +35,7 @@ from controller.model import (
 from controller.render.images import SERVE_PORT
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
 from controller.sync.apply import each
+from controller.targets.engine import Engine, unreachable
 
 __all__ = ["DockerServingTarget"]
 
@@ -57,19 +58,14 @@ class DockerServingTarget:
     def __init__(
         self, client: docker.DockerClient | None = None, *, health_timeout: float = 60.0, drain_seconds: float = 1.0
     ) -> None:
-        self._client = client
+        self._engine = Engine(client)
         self.health_timeout = health_timeout
         self.drain_seconds = drain_seconds
 
     @property
     def client(self) -> docker.DockerClient:
-        """The engine client, made on first use."""
-        if self._client is None:
-            try:
-                self._client = docker.from_env()
-            except docker.errors.DockerException as exc:
-                raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
-        return self._client
+        """The engine's client, connected on first use."""
+        return self._engine.client
 
     # ---- observe ----------------------------------------------------------------------------------
 
@@ -137,7 +133,7 @@ class DockerServingTarget:
         except docker.errors.APIError as exc:
             raise TargetError(str(resource.key), f"Docker refused it: {exc.explanation or exc}") from exc
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
         message = f"serving at {_url(proxy)}"
         return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, message)
 
@@ -207,7 +203,7 @@ class DockerServingTarget:
             for container in self.client.containers.list(all=True, filters={"label": _selector(deployed.key)}):
                 container.remove(force=True)
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
         return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "containers removed")
 
     # ---- engine -----------------------------------------------------------------------------------
@@ -218,7 +214,7 @@ class DockerServingTarget:
         except docker.errors.NotFound:
             return None
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
 
     def _apps(self, repo: str, service: str) -> list[Any]:
         key = ResourceKey(repo, ResourceKind.SERVICE, service)
@@ -226,7 +222,7 @@ class DockerServingTarget:
         try:
             return list(self.client.containers.list(all=True, filters=filters))
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
 
 
 def _spec(resource: Resource) -> Mapping[str, Any]:

@@ -38,6 +38,7 @@ from controller.model import (
 )
 from controller.sync.apply import each
 from controller.sync.source import sanitize
+from controller.targets.engine import Engine, unreachable
 
 __all__ = ["BuildProgress", "BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
 
@@ -85,7 +86,7 @@ class ImageTarget:
         on_build: Callable[[BuildRecord], None] | None = None,
         on_progress: Callable[[BuildProgress], None] | None = None,
     ) -> None:
-        self._client = client
+        self._engine = Engine(client)
         self.auth = auth
         self.parallelism = max(1, parallelism)
         self.on_build = on_build or (lambda record: None)
@@ -93,13 +94,8 @@ class ImageTarget:
 
     @property
     def client(self) -> docker.DockerClient:
-        """The engine client, made on first use (a controller without images never connects)."""
-        if self._client is None:
-            try:
-                self._client = docker.from_env()
-            except docker.errors.DockerException as exc:
-                raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
-        return self._client
+        """The engine's client, connected on first use."""
+        return self._engine.client
 
     def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
         """An image is live when its content tag is in the registry (or, with no registry, the engine)."""
@@ -157,7 +153,7 @@ class ImageTarget:
         except docker.errors.ImageNotFound:
             return False
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
         return True
 
     def _in_registry(self, build: ImageBuild) -> bool:
@@ -205,7 +201,7 @@ class ImageTarget:
         except docker.errors.APIError as exc:
             raise TargetError(build.name, f"build failed: {exc.explanation or exc}") from exc
         except docker.errors.DockerException as exc:
-            raise TransientError(f"cannot reach the Docker engine: {exc}", retry_after=30) from exc
+            raise unreachable(exc) from exc
         bound.info("image.build.done")
 
     def _push(self, build: ImageBuild, bound: Any) -> str:
