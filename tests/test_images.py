@@ -254,7 +254,7 @@ def test_no_cache_rebuilds_every_layer(tmp_path: Path, remote: Path, client: doc
 
 
 def test_cli_sync_shows_build_progress_and_builds_lists_digests(
-    tmp_path: Path, remote: Path, ledger: Ledger
+    tmp_path: Path, remote: Path, ledger: Ledger, docker_client: docker.DockerClient
 ) -> None:
     password = "reg-pa55-" + uuid.uuid4().hex
     env = {
@@ -297,3 +297,8 @@ def test_cli_sync_shows_build_progress_and_builds_lists_digests(
     everything = synced.stdout + synced.stderr + listed.stdout + text + debug.stdout + debug.stderr
     assert password not in everything
     assert password not in json.dumps(ledger.builds("hello"), default=str)
+    # the example's service was served too (images on, LIMINAL_SERVING=docker by default)
+    served = docker_client.containers.list(all=True, filters={"label": "liminal-gitops/repo=hello"})
+    assert sorted(c.labels["liminal-gitops/role"] for c in served) == ["app", "proxy"]
+    for container in served:
+        container.remove(force=True)

@@ -84,5 +84,12 @@ class Proxy(BaseHTTPRequestHandler):
         """Quiet: the backend logs requests."""
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per request; a deep accept queue, so that bursts wait instead of retrying SYNs."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", LISTEN_PORT), Proxy).serve_forever()  # inside its own container
+    Server(("0.0.0.0", LISTEN_PORT), Proxy).serve_forever()  # inside its own container
