@@ -556,6 +556,27 @@ class ResourceOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery, as recorded before it is acknowledged.
+
+    `kind` is `push` (the tracked branch moved: reconcile), `pull_request` (check a PR's head),
+    `ping` or `other`; `status` is `queued` until processed, then `processed` or `ignored`.
+    """
+
+    provider: str
+    delivery_id: str
+    event: str
+    kind: str
+    repo: str | None = None
+    ref: str | None = None
+    commit: str | None = None
+    pull_request: int | None = None
+    status: str = "queued"
+    reason: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
     """Where a deployed service answers, and how it is doing (for `liminal status`)."""
 

@@ -28,6 +28,7 @@ from controller.ledger import tables as t
 from controller.model import (
     Action,
     BuildRecord,
+    Delivery,
     Deployed,
     DeployedState,
     Health,
@@ -43,6 +44,22 @@ from controller.model import (
 from controller.render.hashing import plain
 
 __all__ = ["Ledger", "RepoStatus"]
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        provider=row["provider"],
+        delivery_id=row["delivery_id"],
+        event=row["event"] or "",
+        kind=row["kind"] or "other",
+        repo=row["repo"],
+        ref=row["ref"],
+        commit=row["commit"],
+        pull_request=row["pull_request"],
+        status=row["status"],
+        reason=row["reason"],
+        id=row["id"],
+    )
 
 
 def _now() -> dt.datetime:
@@ -290,6 +307,57 @@ class Ledger:
                 sa.select(t.image_builds).where(t.image_builds.c.repo_id == repo_id).order_by(t.image_builds.c.id)
             ).mappings()
             return [dict(r) for r in rows]
+
+    # ---- webhook deliveries ------------------------------------------------------------------
+
+    def record_delivery(self, delivery: Delivery) -> bool:
+        """Record a delivery before it is acknowledged; False when its id was seen before (a replay)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    t.deliveries.insert().values(
+                        provider=delivery.provider,
+                        delivery_id=delivery.delivery_id,
+                        event=delivery.event,
+                        kind=delivery.kind,
+                        repo=delivery.repo,
+                        ref=delivery.ref,
+                        commit=delivery.commit,
+                        pull_request=delivery.pull_request,
+                        status=delivery.status,
+                        reason=delivery.reason,
+                        received_at=_now(),
+                        processed_at=None if delivery.status == "queued" else _now(),
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def queued_deliveries(self) -> list[Delivery]:
+        """Deliveries acknowledged but not processed yet (after a crash too), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.deliveries).where(t.deliveries.c.status == "queued").order_by(t.deliveries.c.id)
+            ).mappings()
+            return [_delivery(r) for r in rows]
+
+    def finish_deliveries(self, ids: list[int], status: str, reason: str | None = None) -> None:
+        """Mark deliveries processed (or ignored), with why."""
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.deliveries.update()
+                .where(t.deliveries.c.id.in_(ids))
+                .values(status=status, reason=reason, processed_at=_now())
+            )
+
+    def deliveries(self, limit: int = 50) -> list[Delivery]:
+        """The newest deliveries first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.deliveries).order_by(t.deliveries.c.id.desc()).limit(limit)).mappings()
+            return [_delivery(r) for r in rows]
 
     # ---- reads -------------------------------------------------------------------------------
 

@@ -103,6 +103,10 @@ deliveries = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("processed_at", sa.DateTime(timezone=True)),
     sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("event", sa.String(80)),
+    sa.Column("kind", sa.String(20)),
+    sa.Column("pull_request", sa.Integer),
+    sa.Column("reason", sa.Text),
     sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
 )
 

@@ -1,0 +1,55 @@
+"""What a webhook delivery asks of the controller, whichever provider sent it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from controller.errors import LiminalError
+
+__all__ = ["WebhookError", "WebhookEvent", "same_repository"]
+
+
+class WebhookError(LiminalError):
+    """A delivery refused, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified delivery: `kind` is `push`, `pull_request`, `ping` or `other` (with `reason`)."""
+
+    provider: str
+    delivery_id: str
+    event: str
+    kind: str
+    urls: tuple[str, ...] = ()
+    ref: str | None = None
+    commit: str | None = None
+    pull_request: int | None = None
+    reason: str | None = None
+
+
+_SCP = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")
+
+
+def _normal(url: str) -> str:
+    """`https://user@Host/a/b.git`, `ssh://git@host/a/b`, `git@host:a/b.git` -> `host/a/b`."""
+    text = url.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+        text = text.split("@", 1)[-1] if "@" in text.split("/", 1)[0] else text
+    elif (match := _SCP.match(text)) is not None:
+        text = f"{match.group(1)}/{match.group(2)}"
+    host, _, path = text.partition("/")
+    return f"{host.lower().split(':')[0] if path else host.lower()}/{path.rstrip('/').removesuffix('.git')}"
+
+
+def same_repository(tracked: str, urls: tuple[str, ...]) -> bool:
+    """True when a tracked URL names the repository a payload describes (scheme, user, port and
+    `.git` aside, host case-insensitive)."""
+    mine = _normal(tracked)
+    return any(_normal(u) == mine for u in urls if u)
