@@ -57,6 +57,8 @@ KNOWN_NAMES = frozenset(
         "gitlab_token",
         "api_token",
         "listen",
+        "poll_interval",
+        "allow_unsigned_webhooks",
         "images",
         "registry_username",
         "registry_password",
@@ -215,6 +217,20 @@ class ControllerSettings:
     rollout_timeout: float = 300.0
     """Seconds a service's rollout may take before its change fails (LIMINAL_ROLLOUT_TIMEOUT)."""
 
+    listen: str = "127.0.0.1:8080"
+    """Address `liminal serve` listens on (LIMINAL_LISTEN, host:port)."""
+
+    poll_interval: float = 180.0
+    """Seconds between polls of each repository, jittered by 20% (LIMINAL_POLL_INTERVAL)."""
+
+    github_webhook_secret: str | None = None
+    gitlab_webhook_token: str | None = None
+    api_token: str | None = None
+    """Bearer token for the API's POST endpoints (LIMINAL_API_TOKEN(_FILE)); unset, they are refused."""
+
+    allow_unsigned_webhooks: bool = False
+    """Serve a webhook endpoint without its secret (LIMINAL_ALLOW_UNSIGNED_WEBHOOKS=true); never in production."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -246,6 +262,12 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         airflow_parse_timeout=_seconds("airflow_parse_timeout", values.get("airflow_parse_timeout") or "60"),
         kubeconfig=(env.get("KUBECONFIG") or "").split(os.pathsep)[0] or None,
         rollout_timeout=_seconds("rollout_timeout", values.get("rollout_timeout") or "300"),
+        listen=values.get("listen") or "127.0.0.1:8080",
+        poll_interval=_seconds("poll_interval", values.get("poll_interval") or "180"),
+        github_webhook_secret=values.get("github_webhook_secret") or None,
+        gitlab_webhook_token=values.get("gitlab_webhook_token") or None,
+        api_token=values.get("api_token") or None,
+        allow_unsigned_webhooks=(values.get("allow_unsigned_webhooks") or "").lower() in ("1", "true", "yes"),
     )
 
 

@@ -310,11 +310,12 @@ class Ledger:
 
     # ---- webhook deliveries ------------------------------------------------------------------
 
-    def record_delivery(self, delivery: Delivery) -> bool:
-        """Record a delivery before it is acknowledged; False when its id was seen before (a replay)."""
+    def record_delivery(self, delivery: Delivery) -> int | None:
+        """Record a delivery before it is acknowledged: its row id, or None when its id was seen
+        before (a replay)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(
+                inserted = conn.execute(
                     t.deliveries.insert().values(
                         provider=delivery.provider,
                         delivery_id=delivery.delivery_id,
@@ -330,9 +331,10 @@ class Ledger:
                         processed_at=None if delivery.status == "queued" else _now(),
                     )
                 )
+                key = inserted.inserted_primary_key
+                return int(key[0]) if key else None
         except sa.exc.IntegrityError:
-            return False
-        return True
+            return None
 
     def queued_deliveries(self) -> list[Delivery]:
         """Deliveries acknowledged but not processed yet (after a crash too), oldest first."""

@@ -17,6 +17,7 @@ import structlog
 
 from controller.errors import InputError, LiminalError, TransientError
 from controller.model import (
+    Delivery,
     DeployedState,
     DesiredState,
     Memo,
@@ -69,6 +70,9 @@ class LedgerPort(Protocol):
         applied_commit: str | None = None,
     ) -> None: ...
     def history(self, repo: str | None = None, limit: int = 20) -> list[SyncRun]: ...
+    def repos(self) -> list[RepoRef]: ...
+    def queued_deliveries(self) -> list[Delivery]: ...
+    def finish_deliveries(self, ids: list[int], status: str, reason: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

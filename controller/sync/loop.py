@@ -1,0 +1,218 @@
+"""The reconcile loop of `liminal serve`: a coalescing queue per repository, bounded workers,
+polling with jitter, backoff after failures, and a clean stop.
+
+A request for a repository that is already waiting is merged into it, and one that arrives while
+its reconcile runs makes exactly one more run after it: a storm of pushes becomes a few fetches
+of the newest commit. Webhook deliveries are in the ledger before they are acknowledged; the
+loop marks them processed after the reconcile that covers them, and on start picks up those a
+crash left queued.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from controller.model import RunStatus, SyncRun
+from controller.sync.reconcile import Deps, reconcile
+
+__all__ = ["LoopStats", "ReconcileLoop"]
+
+log = structlog.get_logger("liminal.loop")
+
+
+@dataclass
+class LoopStats:
+    """Counters the metrics endpoint reads."""
+
+    runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    durations: list[tuple[str, float]] = field(default_factory=list)
+    last_success: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Repo:
+    waiting: bool = False
+    running: bool = False
+    deliveries: list[int] = field(default_factory=list)
+    triggers: set[str] = field(default_factory=set)
+    not_before: float = 0.0
+    failures: int = 0
+    next_poll: float = 0.0
+
+
+class ReconcileLoop:
+    """Runs reconciles for requested repositories on `workers` threads until stopped."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        workers: int = 2,
+        poll_interval: float = 180.0,
+        jitter: float = 0.2,
+        backoff_max: float = 600.0,
+        on_run: Callable[[SyncRun, float], None] | None = None,
+    ) -> None:
+        self.deps = deps
+        self.workers = max(1, workers)
+        self.poll_interval = poll_interval
+        self.jitter = jitter
+        self.backoff_max = backoff_max
+        self.on_run = on_run or (lambda run, seconds: None)
+        self.stats = LoopStats()
+        self._repos: dict[str, _Repo] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self.heartbeat = time.monotonic()
+
+    # ---- requests ---------------------------------------------------------------------------------
+
+    def request(self, repo: str, trigger: str, deliveries: list[int] | None = None) -> None:
+        """Ask for a reconcile of `repo` (merged with one already waiting)."""
+        with self._cond:
+            state = self._repos.setdefault(repo, _Repo())
+            state.waiting = True
+            state.triggers.add(trigger)
+            state.deliveries.extend(deliveries or [])
+            if trigger != "retry":
+                state.not_before = 0.0  # news beats a backoff
+            self._cond.notify_all()
+
+    @property
+    def depth(self) -> int:
+        """Repositories waiting for a reconcile."""
+        with self._cond:
+            return sum(1 for s in self._repos.values() if s.waiting)
+
+    @property
+    def alive(self) -> bool:
+        """True while the loop runs and its scheduler ticked lately."""
+        return bool(self._threads) and not self._stopping and time.monotonic() - self.heartbeat < 30
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Pick up deliveries a crash left queued, then start the workers and the poller."""
+        queued = self.deps.ledger.queued_deliveries()
+        by_repo: dict[str, list[int]] = {}
+        for delivery in queued:
+            if delivery.repo and delivery.id is not None:
+                by_repo.setdefault(delivery.repo, []).append(delivery.id)
+        for repo, ids in by_repo.items():
+            self.request(repo, "webhook", ids)
+        now = time.monotonic()
+        for ref in self.deps.ledger.repos():
+            self._repos.setdefault(ref.name, _Repo()).next_poll = now + self._jittered()
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        poller = threading.Thread(target=self._poll, name="poller", daemon=True)
+        poller.start()
+        self._threads.append(poller)
+        log.info("loop.started", workers=self.workers, poll_interval=self.poll_interval, recovered=len(queued))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop taking work; wait for running reconciles to finish (each records as it goes, so one
+        cut short by the timeout is closed as interrupted by the next start)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        log.info("loop.stopped")
+
+    # ---- threads ----------------------------------------------------------------------------------
+
+    def _jittered(self) -> float:
+        return self.poll_interval * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def _poll(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                self.heartbeat = time.monotonic()
+            try:
+                tracked = [r.name for r in self.deps.ledger.repos()]
+            except Exception as exc:
+                log.warning("loop.poll_failed", error=str(exc))
+                tracked = []
+            now = time.monotonic()
+            for name in tracked:
+                with self._cond:
+                    state = self._repos.setdefault(name, _Repo(next_poll=now + self._jittered()))
+                    due = state.next_poll <= now
+                    if due:
+                        state.next_poll = now + self._jittered()
+                if due:
+                    self.request(name, "poll")
+            with self._cond:
+                self._cond.wait(1.0)
+
+    def _next(self) -> tuple[str, _Repo] | None:
+        now = time.monotonic()
+        ready = [(n, s) for n, s in self._repos.items() if s.waiting and not s.running and s.not_before <= now]
+        return min(ready, key=lambda item: item[1].not_before) if ready else None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                picked = self._next()
+                while picked is None and not self._stopping:
+                    self._cond.wait(0.5)
+                    picked = self._next()
+                if self._stopping:
+                    return
+                assert picked is not None
+                name, state = picked
+                state.waiting, state.running = False, True
+                deliveries, state.deliveries = state.deliveries, []
+                trigger = "webhook" if "webhook" in state.triggers else sorted(state.triggers)[0]
+                state.triggers = set()
+            self._run(name, state, trigger, deliveries)
+
+    def _run(self, name: str, state: _Repo, trigger: str, deliveries: list[int]) -> None:
+        started = time.monotonic()
+        run: SyncRun | None = None
+        try:
+            run = reconcile(name, self.deps, trigger=trigger)
+        except Exception as exc:
+            log.error("loop.reconcile_crashed", repo=name, error=f"{type(exc).__name__}: {exc}")
+        seconds = time.monotonic() - started
+        ok = run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
+        try:
+            if deliveries:
+                reason = f"run {run.id}: {run.status}" if run is not None else "the reconcile crashed"
+                self.deps.ledger.finish_deliveries(deliveries, "processed", reason)
+        except Exception as exc:
+            log.warning("loop.deliveries_not_marked", repo=name, error=str(exc))
+        result = run.status.value if run is not None else "crashed"
+        with self._cond:
+            self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1
+            self.stats.durations.append((name, seconds))
+            del self.stats.durations[:-1000]
+            if ok:
+                self.stats.last_success[name] = time.time()
+                state.failures = 0
+                state.not_before = 0.0
+            elif run is None or run.status is RunStatus.FAILED:
+                # an invalid commit waits for the next push; a failure is retried, backing off
+                state.failures += 1
+                delay = min(self.backoff_max, 5.0 * 2 ** (state.failures - 1))
+                state.not_before = time.monotonic() + delay
+                state.waiting = True
+                state.triggers.add("retry")
+                log.info("loop.retry", repo=name, seconds=delay, failures=state.failures)
+            state.running = False
+            self._cond.notify_all()
+        if run is not None:
+            self.on_run(run, seconds)
