@@ -117,7 +117,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             return JSONResponse({"status": "duplicate", "delivery": event.delivery_id}, status_code=202)
         if status == "queued":
             for repo in targets:
-                loop.request(repo, "webhook", [row] if repo == targets[0] else [])
+                loop.request(repo, "webhook", [row] if repo == targets[0] else [], commit=event.commit)
         deliveries.labels(event.provider, status).inc()
         return JSONResponse(
             {"status": status, "delivery": event.delivery_id, "repositories": targets, "reason": reason},

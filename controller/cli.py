@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
+from controller.api import ServeSettings, make_app
 from controller.config import controller_settings, log_format, log_level, placeholder_environ, render_settings
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
@@ -24,6 +25,7 @@ from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
 from controller.sync.apply import ServiceTarget, Target
+from controller.sync.loop import ReconcileLoop
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource
@@ -413,6 +415,44 @@ def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, Service
     except LiminalError as exc:
         return [(d.key.name, ServiceEndpoint(None, "unknown", str(exc))) for d in services]
     return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, "unknown")) for d in sorted(services, key=str)]
+
+
+@cli.command()
+@click.option("--listen", default=None, help="host:port (default: LIMINAL_LISTEN, else 127.0.0.1:8080).")
+@click.option("--workers", default=2, show_default=True, help="Reconciles at a time.")
+def serve(listen: str | None, workers: int) -> None:
+    """Run the controller: webhooks, polling, the reconcile loop, health, metrics and the REST API.
+
+    Stops cleanly on SIGTERM or Ctrl-C: running reconciles finish first.
+    """
+    import uvicorn
+
+    try:
+        settings = controller_settings()
+        deps, ledger = _deps()
+        loop = ReconcileLoop(deps, workers=workers, poll_interval=settings.poll_interval)
+        app = make_app(
+            ledger,
+            loop,
+            ServeSettings(
+                github_secret=settings.github_webhook_secret,
+                gitlab_token=settings.gitlab_webhook_token,
+                api_token=settings.api_token,
+                allow_unsigned=settings.allow_unsigned_webhooks,
+            ),
+        )
+        host, _, port = (listen or settings.listen).rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")
+    except LiminalError as exc:
+        _fail(exc, "text")
+    loop.start()
+    click.echo(f"liminal serve: http://{host or '127.0.0.1'}:{port} (API /api/v1, /metrics, /healthz)", err=True)
+    try:
+        # uvicorn returns after SIGTERM or SIGINT, once open requests are answered
+        uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning", access_log=False)
+    finally:
+        loop.stop()
 
 
 def _run_json(r: SyncRun) -> dict[str, object]:

@@ -308,6 +308,14 @@ class Ledger:
             ).mappings()
             return [dict(r) for r in rows]
 
+    def applied_commit(self, repo: str) -> str | None:
+        """The commit whose state is live for `repo` (None before the first applied sync)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(t.repositories.c.last_applied_commit).where(t.repositories.c.name == repo)
+            ).scalar()
+        return str(found) if found else None
+
     # ---- webhook deliveries ------------------------------------------------------------------
 
     def record_delivery(self, delivery: Delivery) -> int | None:

@@ -40,6 +40,7 @@ class _Repo:
     waiting: bool = False
     running: bool = False
     deliveries: list[int] = field(default_factory=list)
+    commits: list[str | None] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
     not_before: float = 0.0
     failures: int = 0
@@ -57,6 +58,7 @@ class ReconcileLoop:
         poll_interval: float = 180.0,
         jitter: float = 0.2,
         backoff_max: float = 600.0,
+        debounce: float = 0.5,
         on_run: Callable[[SyncRun, float], None] | None = None,
     ) -> None:
         self.deps = deps
@@ -64,6 +66,7 @@ class ReconcileLoop:
         self.poll_interval = poll_interval
         self.jitter = jitter
         self.backoff_max = backoff_max
+        self.debounce = debounce
         self.on_run = on_run or (lambda run, seconds: None)
         self.stats = LoopStats()
         self._repos: dict[str, _Repo] = {}
@@ -74,15 +77,21 @@ class ReconcileLoop:
 
     # ---- requests ---------------------------------------------------------------------------------
 
-    def request(self, repo: str, trigger: str, deliveries: list[int] | None = None) -> None:
-        """Ask for a reconcile of `repo` (merged with one already waiting)."""
+    def request(
+        self, repo: str, trigger: str, deliveries: list[int] | None = None, commit: str | None = None
+    ) -> None:
+        """Ask for a reconcile of `repo` (merged with one already waiting). A webhook's request
+        waits `debounce` seconds, so that a burst of pushes becomes one fetch."""
         with self._cond:
             state = self._repos.setdefault(repo, _Repo())
+            if not state.waiting and trigger == "webhook":
+                state.not_before = time.monotonic() + self.debounce
+            elif trigger not in ("retry", "webhook"):
+                state.not_before = 0.0  # an operator's or the poller's request beats a backoff
             state.waiting = True
             state.triggers.add(trigger)
             state.deliveries.extend(deliveries or [])
-            if trigger != "retry":
-                state.not_before = 0.0  # news beats a backoff
+            state.commits.append(commit if trigger == "webhook" else None)
             self._cond.notify_all()
 
     @property
@@ -176,9 +185,33 @@ class ReconcileLoop:
                 name, state = picked
                 state.waiting, state.running = False, True
                 deliveries, state.deliveries = state.deliveries, []
+                commits, state.commits = state.commits, []
                 trigger = "webhook" if "webhook" in state.triggers else sorted(state.triggers)[0]
                 state.triggers = set()
+            if deliveries and self._covered(name, commits):
+                self._skip(name, state, deliveries)
+                continue
             self._run(name, state, trigger, deliveries)
+
+    def _covered(self, name: str, commits: list[str | None]) -> bool:
+        """True when every request came from a push of a commit already live (or behind it)."""
+        if not commits or any(c is None for c in commits):
+            return False
+        try:
+            ref = self.deps.ledger.repo(name)
+            applied = self.deps.ledger.applied_commit(name)
+            return applied is not None and self.deps.source.covers(ref, applied, [c for c in commits if c])
+        except Exception:  # when in doubt, reconcile
+            return False
+
+    def _skip(self, name: str, state: _Repo, deliveries: list[int]) -> None:
+        try:
+            self.deps.ledger.finish_deliveries(deliveries, "processed", "the pushed commit is already live")
+        except Exception as exc:  # they stay queued and are picked up again on start
+            log.warning("loop.deliveries_not_marked", repo=name, error=str(exc))
+        with self._cond:
+            state.running = False
+            self._cond.notify_all()
 
     def _run(self, name: str, state: _Repo, trigger: str, deliveries: list[int]) -> None:
         started = time.monotonic()

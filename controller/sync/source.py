@@ -179,6 +179,21 @@ class GitSource:
                     tainted.add(parent)
         return {path: oid for path, oid in out.items() if path not in tainted}
 
+    def covers(self, repo: RepoRef, applied: str, commits: list[str]) -> bool:
+        """True when every commit is `applied` or one of its ancestors in the mirror: a push of
+        nothing newer than what is live, answered without a fetch."""
+        if not (self._folder(repo) / "mirror.git" / "HEAD").is_file():
+            return False
+        mirror = self._mirror(repo)
+        for commit in set(commits):
+            if commit == applied:
+                continue
+            try:
+                mirror.git.merge_base("--is-ancestor", commit, applied)
+            except git.GitCommandError:
+                return False  # unknown here, or not behind what is live
+        return True
+
     def _mirror(self, repo: RepoRef) -> git.Repo:
         path = self._folder(repo) / "mirror.git"
         if (path / "HEAD").is_file():
