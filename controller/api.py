@@ -93,8 +93,10 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         status, reason = "queued", None
         if event.kind == "ping":
             status, reason = "ignored", "ping"
+        elif event.kind == "pull_request" and not targets:
+            status, reason = "ignored", f"no tracked repository is {', '.join(event.urls[:1])}"
         elif event.kind == "pull_request":
-            status, reason = "ignored", "pull-request checks are not implemented yet"
+            status, reason = "queued", None
         elif event.kind != "push":
             status, reason = "ignored", event.reason
         elif not targets:
@@ -110,12 +112,15 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             pull_request=event.pull_request,
             status=status,
             reason=reason,
+            project=event.project,
         )
         row = ledger.record_delivery(record)  # before the 202: a crash after it loses nothing
         if row is None:
             deliveries.labels(event.provider, "duplicate").inc()
             return JSONResponse({"status": "duplicate", "delivery": event.delivery_id}, status_code=202)
-        if status == "queued":
+        if status == "queued" and event.kind == "pull_request":
+            loop.request_check(dataclasses.replace(record, id=row))
+        elif status == "queued":
             for repo in targets:
                 loop.request(repo, "webhook", [row] if repo == targets[0] else [], commit=event.commit)
         deliveries.labels(event.provider, status).inc()
@@ -174,6 +179,21 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     def webhook_deliveries(limit: int = 50) -> list[dict[str, Any]]:
         return [dataclasses.asdict(d) for d in ledger.deliveries(min(max(limit, 1), 500))]
 
+    @app.get("/api/v1/checks/{provider}/{delivery_id}")
+    def check(provider: str, delivery_id: str) -> dict[str, Any]:
+        found = ledger.delivery(provider, delivery_id)
+        if found is None:
+            raise HTTPException(404, f"no {provider} delivery {delivery_id}")
+        delivery, result = found
+        return {
+            "repository": delivery.repo,
+            "pull_request": delivery.pull_request,
+            "commit": delivery.commit,
+            "status": delivery.status,
+            "summary": delivery.reason,
+            "result": result,
+        }
+
     @app.post("/api/v1/repositories/{name}/sync", status_code=202)
     def sync(name: str, request: Request) -> dict[str, str]:
         _authorize(request, settings.api_token)
@@ -210,7 +230,8 @@ def _headers(request: Request, event_header: str, id_header: str) -> tuple[str, 
 
 
 def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:
-    """Tracked repositories the event is about (for a push: those following the pushed branch)."""
+    """Tracked repositories the event is about (for a push: those following the pushed branch;
+    for a pull request: the repository it targets)."""
     out = []
     for ref in ledger.repos():
         if not same_repository(ref.url, event.urls):

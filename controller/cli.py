@@ -35,6 +35,7 @@ from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 from controller.targets.kubernetes import KubernetesTarget
+from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
 
 __all__ = ["main"]
 
@@ -430,7 +431,21 @@ def serve(listen: str | None, workers: int) -> None:
     try:
         settings = controller_settings()
         deps, ledger = _deps()
-        loop = ReconcileLoop(deps, workers=workers, poll_interval=settings.poll_interval)
+        host, _, port = (listen or settings.listen).rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")
+        reporters: dict[str, StatusReporter] = {}
+        if settings.github_token:
+            reporters["github"] = GitHubStatuses(settings.github_token, settings.github_api_url)
+        if settings.gitlab_token:
+            reporters["gitlab"] = GitLabStatuses(settings.gitlab_token, settings.gitlab_api_url)
+        loop = ReconcileLoop(
+            deps,
+            workers=workers,
+            poll_interval=settings.poll_interval,
+            reporters=reporters,
+            public_url=settings.public_url or f"http://{host or '127.0.0.1'}:{port}",
+        )
         app = make_app(
             ledger,
             loop,
@@ -441,9 +456,6 @@ def serve(listen: str | None, workers: int) -> None:
                 allow_unsigned=settings.allow_unsigned_webhooks,
             ),
         )
-        host, _, port = (listen or settings.listen).rpartition(":")
-        if not port.isdigit():
-            raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")
     except LiminalError as exc:
         _fail(exc, "text")
     loop.start()

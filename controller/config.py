@@ -59,6 +59,9 @@ KNOWN_NAMES = frozenset(
         "listen",
         "poll_interval",
         "allow_unsigned_webhooks",
+        "public_url",
+        "github_api_url",
+        "gitlab_api_url",
         "images",
         "registry_username",
         "registry_password",
@@ -228,6 +231,21 @@ class ControllerSettings:
     api_token: str | None = None
     """Bearer token for the API's POST endpoints (LIMINAL_API_TOKEN(_FILE)); unset, they are refused."""
 
+    github_token: str | None = None
+    """Token that posts pull-request check statuses to GitHub (LIMINAL_GITHUB_TOKEN(_FILE))."""
+
+    gitlab_token: str | None = None
+    """Token that posts merge-request check statuses to GitLab (LIMINAL_GITLAB_TOKEN(_FILE))."""
+
+    github_api_url: str = "https://api.github.com"
+    """GitHub's REST API (LIMINAL_GITHUB_API_URL; GitHub Enterprise: https://HOST/api/v3)."""
+
+    gitlab_api_url: str = "https://gitlab.com/api/v4"
+    """GitLab's REST API (LIMINAL_GITLAB_API_URL; self-hosted: https://HOST/api/v4)."""
+
+    public_url: str | None = None
+    """How users reach this controller (LIMINAL_PUBLIC_URL): check statuses link to its API."""
+
     allow_unsigned_webhooks: bool = False
     """Serve a webhook endpoint without its secret (LIMINAL_ALLOW_UNSIGNED_WEBHOOKS=true); never in production."""
 
@@ -268,6 +286,11 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         gitlab_webhook_token=values.get("gitlab_webhook_token") or None,
         api_token=values.get("api_token") or None,
         allow_unsigned_webhooks=(values.get("allow_unsigned_webhooks") or "").lower() in ("1", "true", "yes"),
+        github_token=values.get("github_token") or None,
+        gitlab_token=values.get("gitlab_token") or None,
+        github_api_url=values.get("github_api_url") or "https://api.github.com",
+        gitlab_api_url=values.get("gitlab_api_url") or "https://gitlab.com/api/v4",
+        public_url=values.get("public_url") or None,
     )
 
 

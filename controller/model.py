@@ -574,6 +574,8 @@ class Delivery:
     status: str = "queued"
     reason: str | None = None
     id: int | None = None
+    project: str | None = None
+    """The provider's name for the repository (GitHub `owner/name`, GitLab project id), for statuses."""
 
 
 @dataclass(frozen=True, slots=True)

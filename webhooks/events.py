@@ -31,6 +31,7 @@ class WebhookEvent:
     commit: str | None = None
     pull_request: int | None = None
     reason: str | None = None
+    project: str | None = None
 
 
 _SCP = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")

@@ -32,7 +32,7 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     urls = tuple(str(repo[k]) for k in ("clone_url", "ssh_url", "git_url", "html_url") if repo.get(k))
 
     def make(kind: str, **fields: Any) -> WebhookEvent:
-        return WebhookEvent("github", delivery_id, event, kind, urls, **fields)
+        return WebhookEvent("github", delivery_id, event, kind, urls, project=repo.get("full_name"), **fields)
 
     if event == "ping":
         return make("ping")

@@ -29,7 +29,8 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     urls = tuple(str(project[k]) for k in ("git_http_url", "git_ssh_url", "web_url") if project.get(k))
 
     def make(kind: str, **fields: Any) -> WebhookEvent:
-        return WebhookEvent("gitlab", delivery_id, event, kind, urls, **fields)
+        project_id = project.get("id") or payload.get("project_id")
+        return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=str(project_id or "") or None, **fields)
 
     if event == "Push Hook":
         after = str(payload.get("checkout_sha") or payload.get("after") or "")

@@ -59,6 +59,7 @@ def _delivery(row: Any) -> Delivery:
         status=row["status"],
         reason=row["reason"],
         id=row["id"],
+        project=row["project"],
     )
 
 
@@ -333,6 +334,7 @@ class Ledger:
                         ref=delivery.ref,
                         commit=delivery.commit,
                         pull_request=delivery.pull_request,
+                        project=delivery.project,
                         status=delivery.status,
                         reason=delivery.reason,
                         received_at=_now(),
@@ -352,16 +354,31 @@ class Ledger:
             ).mappings()
             return [_delivery(r) for r in rows]
 
-    def finish_deliveries(self, ids: list[int], status: str, reason: str | None = None) -> None:
-        """Mark deliveries processed (or ignored), with why."""
+    def finish_deliveries(
+        self, ids: list[int], status: str, reason: str | None = None, result: dict[str, Any] | None = None
+    ) -> None:
+        """Mark deliveries processed (or ignored), with why (and a pull-request check's result)."""
         if not ids:
             return
+        values: dict[str, Any] = {"status": status, "reason": reason, "processed_at": _now()}
+        if result is not None:
+            values["result"] = plain(result)
         with self.engine.begin() as conn:
-            conn.execute(
-                t.deliveries.update()
-                .where(t.deliveries.c.id.in_(ids))
-                .values(status=status, reason=reason, processed_at=_now())
+            conn.execute(t.deliveries.update().where(t.deliveries.c.id.in_(ids)).values(**values))
+
+    def delivery(self, provider: str, delivery_id: str) -> tuple[Delivery, dict[str, Any] | None] | None:
+        """One delivery and its check result, by the provider's delivery id."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(t.deliveries).where(
+                        t.deliveries.c.provider == provider, t.deliveries.c.delivery_id == delivery_id
+                    )
+                )
+                .mappings()
+                .first()
             )
+        return None if row is None else (_delivery(row), row["result"])
 
     def deliveries(self, limit: int = 50) -> list[Delivery]:
         """The newest deliveries first."""

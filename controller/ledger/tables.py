@@ -107,6 +107,8 @@ deliveries = sa.Table(
     sa.Column("kind", sa.String(20)),
     sa.Column("pull_request", sa.Integer),
     sa.Column("reason", sa.Text),
+    sa.Column("project", sa.String(300)),
+    sa.Column("result", sa.JSON),
     sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
 )
 

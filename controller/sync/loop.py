@@ -13,13 +13,18 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
-from controller.model import RunStatus, SyncRun
+from controller.errors import LiminalError
+from controller.model import Delivery, RunStatus, SyncRun
+from controller.sync.check import CheckResult, check_pull_request
 from controller.sync.reconcile import Deps, reconcile
+from webhooks.status import CommitStatus, StatusReporter
 
 __all__ = ["LoopStats", "ReconcileLoop"]
 
@@ -60,6 +65,8 @@ class ReconcileLoop:
         backoff_max: float = 600.0,
         debounce: float = 0.5,
         on_run: Callable[[SyncRun, float], None] | None = None,
+        reporters: Mapping[str, StatusReporter] | None = None,
+        public_url: str = "http://127.0.0.1:8080",
     ) -> None:
         self.deps = deps
         self.workers = max(1, workers)
@@ -67,6 +74,9 @@ class ReconcileLoop:
         self.jitter = jitter
         self.backoff_max = backoff_max
         self.debounce = debounce
+        self.reporters = dict(reporters or {})
+        self.public_url = public_url.rstrip("/")
+        self._checks: deque[Delivery] = deque()
         self.on_run = on_run or (lambda run, seconds: None)
         self.stats = LoopStats()
         self._repos: dict[str, _Repo] = {}
@@ -94,11 +104,17 @@ class ReconcileLoop:
             state.commits.append(commit if trigger == "webhook" else None)
             self._cond.notify_all()
 
+    def request_check(self, delivery: Delivery) -> None:
+        """Ask for a pull-request check (validate and plan the head; nothing is applied)."""
+        with self._cond:
+            self._checks.append(delivery)
+            self._cond.notify_all()
+
     @property
     def depth(self) -> int:
-        """Repositories waiting for a reconcile."""
+        """Repositories waiting for a reconcile, and pull requests waiting for a check."""
         with self._cond:
-            return sum(1 for s in self._repos.values() if s.waiting)
+            return sum(1 for s in self._repos.values() if s.waiting) + len(self._checks)
 
     @property
     def alive(self) -> bool:
@@ -112,7 +128,9 @@ class ReconcileLoop:
         queued = self.deps.ledger.queued_deliveries()
         by_repo: dict[str, list[int]] = {}
         for delivery in queued:
-            if delivery.repo and delivery.id is not None:
+            if delivery.kind == "pull_request":
+                self.request_check(delivery)
+            elif delivery.repo and delivery.id is not None:
                 by_repo.setdefault(delivery.repo, []).append(delivery.id)
         for repo, ids in by_repo.items():
             self.request(repo, "webhook", ids)
@@ -176,11 +194,19 @@ class ReconcileLoop:
         while True:
             with self._cond:
                 picked = self._next()
-                while picked is None and not self._stopping:
+                while picked is None and not self._checks and not self._stopping:
                     self._cond.wait(0.5)
                     picked = self._next()
                 if self._stopping:
                     return
+                check = self._checks.popleft() if self._checks else None
+            if check is not None:
+                self._check(check)
+                continue
+            with self._cond:
+                picked = self._next()
+                if picked is None:
+                    continue
                 assert picked is not None
                 name, state = picked
                 state.waiting, state.running = False, True
@@ -192,6 +218,41 @@ class ReconcileLoop:
                 self._skip(name, state, deliveries)
                 continue
             self._run(name, state, trigger, deliveries)
+
+    def _check(self, delivery: Delivery) -> None:
+        """Check a pull request and report it as a commit status linking to the plan in our API."""
+        bound = log.bind(repo=delivery.repo, commit=(delivery.commit or "")[:12], delivery=delivery.delivery_id)
+        link = f"{self.public_url}/api/v1/checks/{delivery.provider}/{delivery.delivery_id}"
+        self._report(delivery, CommitStatus("pending", "planning against what is deployed", link), bound)
+        number = delivery.pull_request
+        # where each provider keeps a pull (merge) request's head
+        remote_ref = f"refs/pull/{number}/head"
+        if delivery.provider == "gitlab":
+            remote_ref = f"refs/merge-requests/{number}/head"
+        try:
+            if not delivery.repo or not delivery.commit:
+                raise LiminalError("the delivery names no tracked repository or commit")
+            result = check_pull_request(self.deps, delivery.repo, remote_ref, delivery.commit)
+        except LiminalError as exc:
+            result = CheckResult("error", f"the check could not run: {exc}", {"error": str(exc)})
+        except Exception as exc:  # a worker must outlive any one check
+            result = CheckResult("error", f"the check crashed: {type(exc).__name__}", {"error": type(exc).__name__})
+        bound.info("check.done", state=result.state, summary=result.summary)
+        try:
+            if delivery.id is not None:
+                self.deps.ledger.finish_deliveries([delivery.id], "processed", result.summary, result.details)
+        except Exception as exc:  # it stays queued and is checked again on start
+            bound.warning("loop.deliveries_not_marked", error=str(exc))
+        self._report(delivery, CommitStatus(result.state, result.summary, link), bound)
+
+    def _report(self, delivery: Delivery, status: CommitStatus, bound: Any) -> None:
+        reporter = self.reporters.get(delivery.provider)
+        if reporter is None or not delivery.project or not delivery.commit:
+            return
+        try:
+            reporter.post(delivery.project, delivery.commit, status)
+        except LiminalError as exc:
+            bound.warning("check.status_not_posted", state=status.state, error=str(exc))
 
     def _covered(self, name: str, commits: list[str | None]) -> bool:
         """True when every request came from a push of a commit already live (or behind it)."""

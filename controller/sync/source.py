@@ -111,19 +111,21 @@ class GitSource:
             env["GIT_SSH_COMMAND"] = f"ssh -i '{self.credentials.ssh_key_file}' -o IdentitiesOnly=yes -o BatchMode=yes"
         return env
 
-    def resolve(self, repo: RepoRef) -> str:
-        """Fetch the branch and return its newest commit."""
+    def resolve(self, repo: RepoRef, remote_ref: str | None = None) -> str:
+        """Fetch the branch (or `remote_ref`, such as `refs/pull/7/head`) and return its newest commit."""
         mirror = self._mirror(repo)
-        ref = f"refs/heads/{repo.branch}"
+        ref = remote_ref or f"refs/heads/{repo.branch}"
         try:
             with _exclusive(self._folder(repo) / "fetch.flock"), mirror.git.custom_environment(**self._env()):
                 _remove_stale_git_locks(Path(mirror.git_dir))
                 # `+` accepts a force-push; --prune forgets branches deleted on the remote
-                mirror.git.fetch("--prune", "--no-tags", "--", repo.url, f"+{ref}:{ref}")
+                prune = ("--prune",) if remote_ref is None else ()
+                mirror.git.fetch(*prune, "--no-tags", "--", repo.url, f"+{ref}:{ref}")
         except git.GitCommandError as exc:
             message = sanitize(f"{exc.stderr or exc}".strip(), (self.credentials.token or "",))
             if "couldn't find remote ref" in message:
-                raise SourceError(f"branch '{repo.branch}' does not exist on {sanitize(repo.url)}") from exc
+                what = remote_ref or f"branch '{repo.branch}'"
+                raise SourceError(f"{what} does not exist on {sanitize(repo.url)}") from exc
             raise TransientError(f"cannot fetch {sanitize(repo.url)}: {message}", retry_after=30) from exc
         return str(mirror.git.rev_parse(ref))
 
@@ -158,6 +160,15 @@ class GitSource:
         if ref:
             self.resolve(repo)  # the commit must be reachable from what the remote has
         return self.checkout(repo, commit)
+
+    def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot:
+        """The snapshot of a pull request's head: `remote_ref` is fetched, and `commit` (what the
+        webhook named) is checked out when the mirror has it, else the ref's newest commit."""
+        newest = self.resolve(repo, remote_ref)
+        try:
+            return self.checkout(repo, commit)
+        except SourceError:
+            return self.checkout(repo, newest)
 
     def trees(self, snapshot: Snapshot) -> dict[str, str]:
         """Git's tree id of each directory of the snapshot ('' is the root), leaving out every

@@ -1,4 +1,4 @@
-"""webhook deliveries: event, kind, pull request, reason
+"""webhook deliveries: event, kind, pull request, provider project, reason
 
 Revision ID: 0003
 Revises: 0002
@@ -21,12 +21,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(length=20), nullable=True))
         batch.add_column(sa.Column("pull_request", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("reason", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("project", sa.String(length=300), nullable=True))
+        batch.add_column(sa.Column("result", sa.JSON(), nullable=True))
         batch.create_index("ix_webhook_deliveries_status", ["status", "id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("webhook_deliveries") as batch:
         batch.drop_index("ix_webhook_deliveries_status")
+        batch.drop_column("result")
+        batch.drop_column("project")
         batch.drop_column("reason")
         batch.drop_column("pull_request")
         batch.drop_column("kind")
