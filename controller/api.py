@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -27,6 +28,8 @@ from webhooks import github, gitlab
 from webhooks.events import WebhookError, WebhookEvent, same_repository
 
 __all__ = ["MAX_BODY", "ServeSettings", "make_app"]
+
+log = structlog.get_logger("liminal.api")
 
 MAX_BODY = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; anything larger is refused unread."""
@@ -115,6 +118,16 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             project=event.project,
         )
         row = ledger.record_delivery(record)  # before the 202: a crash after it loses nothing
+        log.info(
+            "webhook.received",
+            provider=event.provider,
+            delivery=event.delivery_id,
+            webhook_event=event.event,
+            repo=record.repo,
+            commit=(event.commit or "")[:12],
+            status="duplicate" if row is None else status,
+            reason=reason,
+        )
         if row is None:
             deliveries.labels(event.provider, "duplicate").inc()
             return JSONResponse({"status": "duplicate", "delivery": event.delivery_id}, status_code=202)
