@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -16,7 +16,14 @@ import click
 import structlog
 
 from controller.api import ServeSettings, make_app
-from controller.config import controller_settings, log_format, log_level, placeholder_environ, render_settings
+from controller.config import (
+    controller_settings,
+    log_format,
+    log_level,
+    placeholder_environ,
+    render_settings,
+    secret_values,
+)
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
 from controller.model import Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec, SyncRun
@@ -28,7 +35,7 @@ from controller.sync.apply import ServiceTarget, Target
 from controller.sync.loop import ReconcileLoop
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
-from controller.sync.source import GitCredentials, GitSource
+from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
@@ -500,8 +507,19 @@ def _configure_logging() -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if log_format() == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    secrets = secret_values()
+
+    def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        # no configured credential reaches a log line, whatever field it hides in
+        if secrets:
+            for key, value in event.items():
+                if isinstance(value, str) and any(secret in value for secret in secrets):
+                    event[key] = sanitize(value, secrets)
+        return event
+
     structlog.configure(
         processors=[
+            redact,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

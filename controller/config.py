@@ -27,6 +27,7 @@ __all__ = [
     "placeholder_environ",
     "read_config",
     "render_settings",
+    "secret_values",
 ]
 
 _SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.IGNORECASE)
@@ -138,6 +139,17 @@ def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         if secret_file and not values.get(name):
             values[name] = _read_secret(name, secret_file)
     return values
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The configured credentials' values, for redaction (empty when the configuration is unreadable)."""
+    try:
+        values = read_config(environ)
+    except ConfigError:
+        return ()
+    found = {values[name] for name in SECRET_NAMES if values.get(name)}
+    # the ledger URL's password is the secret part, not the whole URL
+    return tuple(sorted((v for v in found if len(v) >= 4), key=len, reverse=True))
 
 
 def _read_secret(name: str, path: str) -> str:

@@ -62,3 +62,27 @@ def test_unknown_config_file_names_are_refused(tmp_path: Path) -> None:
 def test_placeholders_never_see_secrets_or_controller_settings() -> None:
     env = {"HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x", "LIMINAL_GIT_TOKEN": "y", "API_KEY": "z", "REGION": "eu"}
     assert placeholder_environ(env) == {"HOME": "/root", "REGION": "eu"}
+
+
+def test_no_configured_secret_reaches_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import structlog
+
+    from controller import cli
+
+    secret_file = tmp_path / "token"
+    secret_file.write_text("file-secret-4242\n")
+    monkeypatch.setenv("LIMINAL_GIT_TOKEN", "env-secret-1234")
+    monkeypatch.setenv("LIMINAL_API_TOKEN_FILE", str(secret_file))
+    monkeypatch.setenv("LIMINAL_LOG_FORMAT", "json")
+    cli._configure_logging()
+    try:
+        structlog.get_logger("t").info(
+            "fetch.failed", error="https://x:env-secret-1234@host/r: denied", note="file-secret-4242"
+        )
+        line = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    assert "env-secret-1234" not in line and "file-secret-4242" not in line
+    assert '"error": "https://***@host/r: denied"' in line and '"note": "***"' in line
