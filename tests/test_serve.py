@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -341,9 +342,9 @@ def test_serve_refuses_to_start_without_webhook_secrets(tmp_path: Path) -> None:
     assert "no GitHub webhook secret" in result.stderr
 
 
-class FakeGitHubApi:
-    """A local HTTP FAKE of GitHub's REST API (github.com is out of reach here): answers
-    `POST /repos/{owner}/{repo}/statuses/{sha}` with 201 and records each request."""
+class FakeForgeApi:
+    """A local HTTP FAKE of GitHub's or GitLab's REST API (neither is reachable here): answers
+    every POST (the commit status endpoints) with 201 and records each request."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
@@ -390,7 +391,7 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
     yml.write_text(yml.read_text().replace("timeout_minutes: 30", "timeout_minutes: thirty"))
     bad = commit_all(remote, "a typo")
     git(remote, "checkout", "-q", "main")
-    api = FakeGitHubApi()
+    api = FakeForgeApi()
     github_token = "ghp_" + uuid.uuid4().hex
     operation = _statuses_operation()
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -444,3 +445,63 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
     assert '"schedule": "0 9 * * *"' in plan["result"]["changes"][0]["diff"]
     assert ledger.status("hello").last_applied_commit == base  # a check applies nothing
     assert "201" in operation["responses"]
+
+
+def test_a_gitlab_merge_request_gets_a_commit_status(tmp_path: Path, ledger: Ledger) -> None:
+    remote = example_remote(tmp_path)
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    git(remote, "checkout", "-q", "-b", "feature")
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *"))
+    head = commit_all(remote, "a later schedule")
+    git(remote, "checkout", "-q", "main")
+    git(remote, "update-ref", "refs/merge-requests/3/head", head)
+    api = FakeForgeApi()
+    token = "glpat-" + uuid.uuid4().hex
+    # the documented Merge Request Hook shape (docs.gitlab.com, "Webhook events": merge request events)
+    payload = {
+        "object_kind": "merge_request",
+        "event_type": "merge_request",
+        "project": {
+            "id": 15,
+            "name": "hello",
+            "web_url": "http://example.com/mike/hello",
+            "git_ssh_url": str(remote),
+            "git_http_url": str(remote),
+        },
+        "object_attributes": {
+            "iid": 3,
+            "action": "open",
+            "state": "opened",
+            "source_branch": "feature",
+            "target_branch": "main",
+            "last_commit": {"id": head},
+        },
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "X-Gitlab-Event": "Merge Request Hook",
+        "X-Gitlab-Event-UUID": str(uuid.uuid4()),
+        "X-Gitlab-Token": GITLAB_TOKEN,
+    }
+    try:
+        with _serving(
+            tmp_path, ledger, extra={"LIMINAL_GITLAB_TOKEN": token, "LIMINAL_GITLAB_API_URL": f"{api.url}/api/v4"}
+        ) as (url, _):
+            status, answer = _post(url, "/webhooks/gitlab", json.dumps(payload).encode(), headers)
+            assert (status, answer["status"]) == (202, "queued"), answer
+            _wait(lambda: len(api.requests) == 2)
+    finally:
+        api.close()
+    states = []
+    for method, path, sent, _body in api.requests:
+        # POST /projects/:id/statuses/:sha with the status as query parameters (GitLab's commit status API)
+        route, _, query = path.partition("?")
+        assert method == "POST" and route == f"/api/v4/projects/15/statuses/{head}"
+        params = dict(urllib.parse.parse_qsl(query))
+        lowered = {k.lower(): v for k, v in sent.items()}
+        assert lowered["private-token"] == token and params["name"] == "liminal-gitops/plan"
+        states.append(params["state"])
+    assert states == ["running", "success"]
+    # nothing is deployed yet: merging would create the pipeline's DAG (images and services are off here)
+    assert params["description"] == "valid; merging would create 1, update 0, delete 0"
