@@ -20,10 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from controller.errors import LiminalError
+from controller.errors import InputError, LiminalError
 from controller.ledger import Ledger
 from controller.model import Delivery, SyncRun
 from controller.sync.loop import ReconcileLoop
+from controller.sync.plan import plan
+from controller.sync.reconcile import desired_for
 from webhooks import github, gitlab
 from webhooks.events import WebhookError, WebhookEvent, same_repository
 
@@ -181,6 +183,30 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             {"kind": str(k.kind), "name": k.name, "content_hash": d.content_hash, "commit": d.commit}
             for k, d in sorted(state.resources.items(), key=lambda item: str(item[0]))
         ]
+
+    @app.get("/api/v1/repositories/{name}/plan")
+    def repository_plan(name: str) -> dict[str, Any]:
+        """What a sync would change now: fetch, render and diff against the ledger (applies nothing)."""
+        ref = ledger.repo(_known(ledger, name))
+        try:
+            snapshot = loop.deps.source.fetch(ref)
+            desired = desired_for(snapshot, loop.deps)
+        except InputError as exc:
+            return {"repository": name, "valid": False, "problems": [p.as_json() for p in exc.problems[:100]]}
+        except LiminalError as exc:
+            raise HTTPException(502, str(exc)) from None
+        the_plan = plan(desired, ledger.deployed_state(name), prune=ref.prune)
+        return {
+            "repository": name,
+            "commit": snapshot.commit,
+            "valid": True,
+            "counts": the_plan.counts(),
+            "changes": [
+                {"kind": str(c.key.kind), "name": c.key.name, "action": str(c.action), "diff": c.diff}
+                for c in the_plan.changes
+                if c.action.changes_something
+            ],
+        }
 
     @app.get("/api/v1/runs")
     def runs(repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

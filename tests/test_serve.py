@@ -318,6 +318,15 @@ def test_the_api_reads_and_a_token_guards_sync(tmp_path: Path, ledger: Ledger) -
         assert runs[0]["trigger"] == "api" and runs[0]["status"] == "succeeded"
         with urllib.request.urlopen(f"{url}/api/v1/repositories/hello/resources", timeout=5) as response:
             assert [r["name"] for r in json.loads(response.read())] == ["hello_training"]
+        # what a sync would change now (nothing polls here: the plan shows it, nothing applies it)
+        yml = remote / "liminal.yml"
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 8 * * *"))
+        newer = commit_all(remote, "later")
+        with urllib.request.urlopen(f"{url}/api/v1/repositories/hello/plan", timeout=30) as response:
+            planned = json.loads(response.read())
+        assert planned["commit"] == newer and planned["counts"]["update"] == 1
+        assert '"schedule": "0 8 * * *"' in planned["changes"][0]["diff"]
+        assert ledger.status("hello").last_applied_commit != newer
         with urllib.request.urlopen(f"{url}/openapi.json", timeout=5) as response:
             assert "/webhooks/github" in json.loads(response.read())["paths"]
         assert _post(url, "/api/v1/repositories/nope/sync", b"", {"Authorization": f"Bearer {API_TOKEN}"})[0] == 404
@@ -505,3 +514,15 @@ def test_a_gitlab_merge_request_gets_a_commit_status(tmp_path: Path, ledger: Led
     assert states == ["running", "success"]
     # nothing is deployed yet: merging would create the pipeline's DAG (images and services are off here)
     assert params["description"] == "valid; merging would create 1, update 0, delete 0"
+
+
+def test_a_repository_without_webhooks_is_polled(tmp_path: Path, ledger: Ledger) -> None:
+    remote = example_remote(tmp_path)
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    with _serving(tmp_path, ledger, poll="1"):
+        _wait(lambda: ledger.status("hello").last_applied_commit == git(remote, "rev-parse", "HEAD"))
+        yml = remote / "liminal.yml"
+        yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 8 * * *"))
+        newer = commit_all(remote, "later")
+        _wait(lambda: ledger.status("hello").last_applied_commit == newer)  # no webhook: the poller found it
+    assert {r.trigger for r in ledger.history("hello")} == {"poll"}
