@@ -22,10 +22,11 @@ from prometheus_client.registry import Collector
 
 from controller.errors import InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Delivery, SyncRun
+from controller.model import Delivery
 from controller.sync.loop import ReconcileLoop
 from controller.sync.plan import plan
 from controller.sync.reconcile import desired_for
+from controller.views import run_json
 from webhooks import github, gitlab
 from webhooks.events import WebhookError, WebhookEvent, same_repository
 
@@ -212,7 +213,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     def runs(repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         if repo is not None:
             _known(ledger, repo)
-        return [_run_json(r) for r in ledger.history(repo, min(max(limit, 1), 500))]
+        return [run_json(r) for r in ledger.history(repo, min(max(limit, 1), 500))]
 
     @app.get("/api/v1/deliveries")
     def webhook_deliveries(limit: int = 50) -> list[dict[str, Any]]:
@@ -307,31 +308,7 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
         "last_attempted_commit": s.last_attempted_commit,
         "last_error": s.last_error,
         "resources": s.resources,
-        "last_run": _run_json(s.last_run) if s.last_run else None,
-    }
-
-
-def _run_json(r: SyncRun) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "repo": r.repo,
-        "trigger": r.trigger,
-        "commit": r.commit,
-        "status": str(r.status),
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "error": r.error,
-        "summary": dict(r.summary),
-        "outcomes": [
-            {
-                "kind": str(o.key.kind),
-                "name": o.key.name,
-                "action": str(o.action),
-                "code": str(o.code),
-                "message": o.message,
-            }
-            for o in r.outcomes
-        ],
+        "last_run": run_json(s.last_run) if s.last_run else None,
     }
 
 

@@ -26,7 +26,7 @@ from controller.config import (
 )
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec, SyncRun
+from controller.model import Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
@@ -42,6 +42,7 @@ from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 from controller.targets.kubernetes import KubernetesTarget
+from controller.views import run_json
 from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
 
 __all__ = ["main"]
@@ -338,7 +339,7 @@ def history(repo: str | None, limit: int, fmt: str) -> None:
     except LiminalError as exc:
         _fail(exc, fmt)
     if fmt == "json":
-        click.echo(json.dumps([_run_json(r) for r in runs], indent=2, default=str))
+        click.echo(json.dumps([run_json(r) for r in runs], indent=2, default=str))
         return
     for r in runs:
         click.echo(
@@ -389,7 +390,7 @@ def status(repo: str | None, fmt: str) -> None:
                 "last_applied_commit": s.last_applied_commit,
                 "resources": s.resources,
                 "last_error": s.last_error,
-                "last_run": _run_json(s.last_run) if s.last_run else None,
+                "last_run": run_json(s.last_run) if s.last_run else None,
                 "services": [
                     {"name": name, "url": e.url, "health": e.health, "detail": e.detail}
                     for name, e in served[s.repo.name]
@@ -472,30 +473,6 @@ def serve(listen: str | None, workers: int) -> None:
         uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning", access_log=False)
     finally:
         loop.stop()
-
-
-def _run_json(r: SyncRun) -> dict[str, object]:
-    return {
-        "id": r.id,
-        "repo": r.repo,
-        "trigger": r.trigger,
-        "commit": r.commit,
-        "status": str(r.status),
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "error": r.error,
-        "summary": dict(r.summary),
-        "outcomes": [
-            {
-                "kind": str(o.key.kind),
-                "name": o.key.name,
-                "action": str(o.action),
-                "code": str(o.code),
-                "message": o.message,
-            }
-            for o in r.outcomes
-        ],
-    }
 
 
 def _configure_logging() -> None:
