@@ -26,7 +26,7 @@ from controller.config import (
 )
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
+from controller.model import Deployed, Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
@@ -326,15 +326,54 @@ def sync(repo: str | None) -> None:
 
 
 @cli.command()
+@click.argument("repo")
+@click.option("--to", "to", default=None, help="Roll back to this commit (default: revert the newest commit).")
+@click.option("--no-sync", is_flag=True, help="Only push the revert; leave the sync to the controller.")
+def rollback(repo: str, to: str | None, no_sync: bool) -> None:
+    """Roll REPO back the GitOps way: revert commit(s) on its tracked branch, push, then sync.
+
+    Images are tagged by content, so the sync that follows rebuilds nothing: the old tags exist.
+    """
+    try:
+        deps, ledger = _deps()
+        ref = ledger.repo(repo)
+        if not isinstance(deps.source, GitSource):
+            raise ConfigError("rollback needs the git source")
+        head, reverted = deps.source.revert(ref, to)
+    except LiminalError as exc:
+        _fail(exc, "text")
+    click.echo(
+        f"{repo}: pushed {head[:12]} to {ref.branch}, reverting {len(reverted)} commit(s): "
+        + ", ".join(c[:12] for c in reverted)
+    )
+    if no_sync:
+        return
+    try:
+        run = reconcile(repo, deps, trigger="rollback")
+    except LiminalError as exc:
+        _fail(exc, "text")
+    click.echo(
+        f"{run.repo}: {run.status} at {(run.commit or '?')[:12]} (run {run.id})"
+        + (f": {run.error}" if run.error else "")
+    )
+    sys.exit(0 if run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP) else 1)
+
+
+@cli.command()
 @click.argument("repo", required=False)
 @click.option("--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--resources", is_flag=True, help="Instead: each deployed resource and the commit it came from.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
-def history(repo: str | None, limit: int, fmt: str) -> None:
-    """The newest sync runs first."""
+def history(repo: str | None, limit: int, resources: bool, fmt: str) -> None:
+    """The newest sync runs first (or, with --resources, which commit each deployed resource came from)."""
     try:
         _, ledger = _deps()
         if repo is not None:
             ledger.repo(repo)
+        if resources:
+            deployed = [d for name in _repo_names(ledger, repo) for d in ledger.deployed_state(name).resources.values()]
+            _show_provenance(sorted(deployed, key=lambda d: str(d.key)), fmt)
+            return
         runs = ledger.history(repo, limit)
     except LiminalError as exc:
         _fail(exc, fmt)
@@ -409,6 +448,24 @@ def status(repo: str | None, fmt: str) -> None:
         )
         for name, e in served[s.repo.name]:
             click.echo(f"  service {name}: {e.url or '-'} {e.health}" + (f" ({e.detail})" if e.detail else ""))
+
+
+def _show_provenance(deployed: list[Deployed], fmt: str) -> None:
+    if fmt == "json":
+        rows = [
+            {
+                "repo": d.key.repo,
+                "kind": str(d.key.kind),
+                "name": d.key.name,
+                "commit": d.commit,
+                "content_hash": d.content_hash,
+            }
+            for d in deployed
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for d in deployed:
+        click.echo(f"{d.key.repo} {d.key.kind:<8} {d.key.name:<30} from {d.commit[:12]}  {d.content_hash[:12]}")
 
 
 def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, ServiceEndpoint]]:

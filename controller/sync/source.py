@@ -170,6 +170,41 @@ class GitSource:
         except SourceError:
             return self.checkout(repo, newest)
 
+    def revert(self, repo: RepoRef, to: str | None = None) -> tuple[str, list[str]]:
+        """Revert the branch's newest commit, or every commit after `to`, as new commits on the
+        branch, and push them (the GitOps way: git keeps the whole story). Returns the new head and
+        the reverted commits, newest first."""
+        head = self.resolve(repo)
+        work = Path(tempfile.mkdtemp(prefix="rollback-", dir=self._folder(repo)))
+        try:
+            clone = git.Repo.clone_from(str(self._folder(repo) / "mirror.git"), work, branch=repo.branch)
+            run = clone.git
+            try:
+                if to is None:
+                    reverted = [head]
+                else:
+                    target = str(run.rev_parse("--verify", f"{to}^{{commit}}"))
+                    run.merge_base("--is-ancestor", target, head)
+                    reverted = [c for c in str(run.rev_list(f"{target}..{head}")).split() if c]
+                if not reverted:
+                    raise SourceError(f"{repo.name} is at {head[:12]} already: nothing to revert")
+                identity = ("-c", "user.name=liminal-gitops", "-c", "user.email=liminal-gitops@localhost")
+                for commit in reverted:  # newest first, so each revert applies on top of the next
+                    run.execute(["git", *identity, "revert", "--no-commit", commit])
+                subjects = [f"{c[:12]} {run.log('-1', '--format=%s', c)}" for c in reverted]
+                title = f"Roll back {repo.branch} to {to[:12]}" if to else f"Revert {subjects[0]}"
+                message = f"{title}\n\nliminal rollback reverted:\n" + "\n".join(f"- {s}" for s in subjects)
+                run.execute(["git", *identity, "commit", "-m", message])
+                new_head = str(run.rev_parse("HEAD"))
+                with clone.git.custom_environment(**self._env()):
+                    run.push("--", repo.url, f"HEAD:refs/heads/{repo.branch}")
+            except git.GitCommandError as exc:
+                message = sanitize(f"{exc.stderr or exc}".strip(), (self.credentials.token or "",))
+                raise SourceError(f"cannot roll back {repo.name}: {message}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return new_head, reverted
+
     def trees(self, snapshot: Snapshot) -> dict[str, str]:
         """Git's tree id of each directory of the snapshot ('' is the root), leaving out every
         directory that holds a symlink at any depth: a symlink's target is not fixed by the id."""
