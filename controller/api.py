@@ -52,13 +52,18 @@ class ServeSettings:
 
 
 def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> FastAPI:
-    """The application; refuses to build a webhook endpoint without its secret unless allowed."""
-    for name, secret in (("GitHub", settings.github_secret), ("GitLab", settings.gitlab_token)):
-        if not secret and not settings.allow_unsigned:
-            raise LiminalError(
-                f"no {name} webhook secret: set LIMINAL_{name.upper()}_WEBHOOK_"
-                f"{'SECRET' if name == 'GitHub' else 'TOKEN'} (or allow unsigned webhooks explicitly)"
-            )
+    """The application. A webhook endpoint without its secret is not served (404) unless unsigned
+    webhooks are explicitly allowed."""
+    serve_github = bool(settings.github_secret) or settings.allow_unsigned
+    serve_gitlab = bool(settings.gitlab_token) or settings.allow_unsigned
+    for name, served, setting in (
+        ("github", serve_github, "LIMINAL_GITHUB_WEBHOOK_SECRET"),
+        ("gitlab", serve_gitlab, "LIMINAL_GITLAB_WEBHOOK_TOKEN"),
+    ):
+        if not served:
+            log.warning("webhooks.endpoint_off", endpoint=f"/webhooks/{name}", reason=f"{setting} is not set")
+        elif settings.allow_unsigned and not (settings.github_secret if name == "github" else settings.gitlab_token):
+            log.warning("webhooks.unsigned", endpoint=f"/webhooks/{name}")
     app = FastAPI(title="Liminal GitOps controller", version="0.1.0")
     registry = CollectorRegistry()
     deliveries = Counter(
@@ -77,7 +82,6 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     # ---- webhooks --------------------------------------------------------------------------------
 
-    @app.post("/webhooks/github", status_code=202)
     async def github_webhook(request: Request) -> JSONResponse:
         body = await _body(request)
         event, delivery_id = _headers(request, "X-GitHub-Event", "X-GitHub-Delivery")
@@ -85,7 +89,6 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             github.verify(settings.github_secret.encode(), body, request.headers.get("X-Hub-Signature-256"))
         return _accept(github.parse(delivery_id, event, body))
 
-    @app.post("/webhooks/gitlab", status_code=202)
     async def gitlab_webhook(request: Request) -> JSONResponse:
         body = await _body(request)
         uuid_header = "X-Gitlab-Event-UUID" if "X-Gitlab-Event-UUID" in request.headers else "Idempotency-Key"
@@ -93,6 +96,11 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         if settings.gitlab_token:
             gitlab.verify(settings.gitlab_token.encode(), request.headers.get("X-Gitlab-Token"))
         return _accept(gitlab.parse(delivery_id, event, body))
+
+    if serve_github:
+        app.add_api_route("/webhooks/github", github_webhook, methods=["POST"], status_code=202)
+    if serve_gitlab:
+        app.add_api_route("/webhooks/gitlab", gitlab_webhook, methods=["POST"], status_code=202)
 
     def _accept(event: WebhookEvent) -> JSONResponse:
         targets = _targets(ledger, event)

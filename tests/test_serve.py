@@ -336,19 +336,14 @@ def test_the_api_reads_and_a_token_guards_sync(tmp_path: Path, ledger: Ledger) -
             assert SECRET not in text and API_TOKEN not in text and GITLAB_TOKEN not in text
 
 
-def test_serve_refuses_to_start_without_webhook_secrets(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMINAL_")}
-    env.update(LIMINAL_HOME=str(tmp_path / "home"), LIMINAL_IMAGES="off")
-    result = subprocess.run(
-        [LIMINAL, "serve", "--listen", f"127.0.0.1:{free_port()}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "no GitHub webhook secret" in result.stderr
+def test_a_webhook_endpoint_without_its_secret_is_not_served(tmp_path: Path, ledger: Ledger) -> None:
+    remote = example_remote(tmp_path)
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    with _serving(tmp_path, ledger, extra={"LIMINAL_GITLAB_WEBHOOK_TOKEN": ""}) as (url, _):
+        headers = {"Content-Type": "application/json", "X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": "u"}
+        assert _post(url, "/webhooks/gitlab", b"{}", headers)[0] == 404  # never unsigned by accident
+        assert _github(url, "ping", _examples("ping")[0])[0] == 202  # the other one is served
+    assert [d.provider for d in ledger.deliveries()] == ["github"]
 
 
 class FakeForgeApi:
