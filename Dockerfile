@@ -3,7 +3,7 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 # git: the git source; nothing else is needed at run time (Docker and Kubernetes are reached over their APIs)
-RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group liminal \
     && mkdir -p /var/lib/liminal && chown liminal:liminal /var/lib/liminal
