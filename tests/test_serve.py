@@ -521,3 +521,19 @@ def test_a_repository_without_webhooks_is_polled(tmp_path: Path, ledger: Ledger)
         newer = commit_all(remote, "later")
         _wait(lambda: ledger.status("hello").last_applied_commit == newer)  # no webhook: the poller found it
     assert {r.trigger for r in ledger.history("hello")} == {"poll"}
+
+
+def test_a_force_push_back_to_an_older_commit_is_deployed(tmp_path: Path, ledger: Ledger) -> None:
+    remote = example_remote(tmp_path)
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    older = git(remote, "rev-parse", "HEAD")
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 8 * * *"))
+    newer = commit_all(remote, "later")
+    with _serving(tmp_path, ledger) as (url, _):
+        assert _github(url, "push", _push(remote, newer))[1]["status"] == "queued"
+        _wait(lambda: ledger.status("hello").last_applied_commit == newer)
+        git(remote, "reset", "-q", "--hard", older)  # the branch is forced back: behind what is live
+        assert _github(url, "push", _push(remote, older))[1]["status"] == "queued"
+        _wait(lambda: ledger.status("hello").last_applied_commit == older)
+    assert [r.commit for r in ledger.history("hello")][:2] == [older, newer]

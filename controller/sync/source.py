@@ -226,8 +226,10 @@ class GitSource:
         return {path: oid for path, oid in out.items() if path not in tainted}
 
     def covers(self, repo: RepoRef, applied: str, commits: list[str]) -> bool:
-        """True when every commit is `applied` or one of its ancestors in the mirror: a push of
-        nothing newer than what is live, answered without a fetch."""
+        """True when pushes of `commits` need no fetch: each is `applied` or one of its ancestors
+        in the mirror (deliveries may arrive out of order), and the branch on the remote still
+        points at `applied` (`git ls-remote`: one round trip, no objects). A force-push back to
+        an older commit moves the branch, so it is not covered."""
         if not (self._folder(repo) / "mirror.git" / "HEAD").is_file():
             return False
         mirror = self._mirror(repo)
@@ -238,7 +240,12 @@ class GitSource:
                 mirror.git.merge_base("--is-ancestor", commit, applied)
             except git.GitCommandError:
                 return False  # unknown here, or not behind what is live
-        return True
+        try:
+            with mirror.git.custom_environment(**self._env()):
+                listed = str(mirror.git.ls_remote("--", repo.url, f"refs/heads/{repo.branch}"))
+        except git.GitCommandError:
+            return False
+        return listed.split("\t", 1)[0].strip() == applied
 
     def _mirror(self, repo: RepoRef) -> git.Repo:
         path = self._folder(repo) / "mirror.git"
