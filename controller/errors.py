@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from controller.model import Problem
 
-__all__ = ["ConfigError", "InputError", "LiminalError", "TargetError", "TransientError"]
+__all__ = ["ConfigError", "InputError", "LiminalError", "TargetError", "TransientError", "short_reason"]
 
 
 class LiminalError(Exception):
@@ -48,3 +48,9 @@ class TargetError(LiminalError):
 
 class ConfigError(LiminalError):
     """The controller's own configuration or command-line usage is wrong (exit code 2)."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """Why a connection failed, on one line: the exception's `reason` (urllib3's) or itself, at most 200 characters."""
+    reason = getattr(exc, "reason", None) or exc
+    return " ".join(str(reason).split())[:200]

@@ -186,3 +186,24 @@ def docker_client() -> Iterator[Any]:
     found = docker.from_env()
     yield found
     found.close()
+
+
+def cli_env(tmp_path: Path, ledger: Ledger, **env: str) -> dict[str, str]:
+    """The environment for a `liminal` process of this test: its own home and DAG folder, `ledger`,
+    and `env` on top (full variable names, e.g. LIMINAL_IMAGES="off")."""
+    return {
+        **os.environ,
+        "LIMINAL_HOME": str(tmp_path / "home"),
+        "LIMINAL_LEDGER_URL": ledger.url,
+        "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
+        **env,
+    }
+
+
+@pytest.fixture
+def served_repo(docker_client: Any) -> Iterator[str]:
+    """A repository name of this test's own; the containers served for it are removed afterwards."""
+    name = f"repo-{uuid.uuid4().hex[:8]}"
+    yield name
+    for container in docker_client.containers.list(all=True, filters={"label": f"liminal-gitops/repo={name}"}):
+        container.remove(force=True)

@@ -30,7 +30,7 @@ from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import ImageTarget
-from tests.conftest import answers, commit_all, free_port, git, liminal, need
+from tests.conftest import answers, cli_env, commit_all, free_port, git, liminal, need
 
 
 class Rest:
@@ -292,9 +292,7 @@ def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
     assert errors["total_entries"] == 0
     assert rest.run_to_end(a)["state"] == "success"
     # the CLI shows it too
-    out = liminal(
-        "status", repo, env={**os.environ, "LIMINAL_LEDGER_URL": ledger.url, "LIMINAL_HOME": str(tmp_path / "home")}
-    )
+    out = liminal("status", repo, env=cli_env(tmp_path, ledger))
     assert f"{repo}: degraded" in out.stdout, out.stderr
     assert "ContinuousTimetable requires max_active_runs <= 1" in out.stdout, out.stderr
 
@@ -407,16 +405,15 @@ def test_the_cli_syncs_to_airflow_with_credentials_from_a_file(
     remote = _remote(tmp_path / "remote", _yml(tag, [{"name": a}]))
     secret = tmp_path / "airflow-password"
     secret.write_text(need("LIMINAL_TEST_AIRFLOW_PASSWORD") + "\n")
-    env = {
-        **os.environ,
-        "LIMINAL_HOME": str(tmp_path / "home"),
-        "LIMINAL_LEDGER_URL": ledger.url,
-        "LIMINAL_IMAGES": "off",
-        "LIMINAL_DAGS_FOLDER": need("LIMINAL_TEST_AIRFLOW_DAGS"),
-        "LIMINAL_AIRFLOW_URL": need("LIMINAL_TEST_AIRFLOW_URL"),
-        "LIMINAL_AIRFLOW_USERNAME": need("LIMINAL_TEST_AIRFLOW_USERNAME"),
-        "LIMINAL_AIRFLOW_PASSWORD_FILE": str(secret),
-    }
+    env = cli_env(
+        tmp_path,
+        ledger,
+        LIMINAL_IMAGES="off",
+        LIMINAL_DAGS_FOLDER=need("LIMINAL_TEST_AIRFLOW_DAGS"),
+        LIMINAL_AIRFLOW_URL=need("LIMINAL_TEST_AIRFLOW_URL"),
+        LIMINAL_AIRFLOW_USERNAME=need("LIMINAL_TEST_AIRFLOW_USERNAME"),
+        LIMINAL_AIRFLOW_PASSWORD_FILE=str(secret),
+    )
     assert liminal("repo", "add", str(remote), "--name", repo, env=env).returncode == 0
     synced = liminal("sync", repo, env=env)
     assert synced.returncode == 0, synced.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.request
 import uuid
@@ -20,7 +19,7 @@ from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import HASH_LABEL, BuildProgress, ImageTarget, context_tar
-from tests.conftest import answers, commit_all, example_remote, free_port, git, liminal, need
+from tests.conftest import answers, cli_env, commit_all, example_remote, free_port, git, liminal, need
 
 
 @pytest.fixture
@@ -257,17 +256,15 @@ def test_cli_sync_shows_build_progress_and_builds_lists_digests(
     tmp_path: Path, remote: Path, ledger: Ledger, docker_client: docker.DockerClient
 ) -> None:
     password = "reg-pa55-" + uuid.uuid4().hex
-    env = {
-        **os.environ,
-        "LIMINAL_HOME": str(tmp_path / "home"),
-        "LIMINAL_LEDGER_URL": ledger.url,
-        "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
-        "LIMINAL_REGISTRY": need("LIMINAL_TEST_REGISTRY"),
-        "LIMINAL_BASE_IMAGE": need("LIMINAL_TEST_BASE_IMAGE"),
+    env = cli_env(
+        tmp_path,
+        ledger,
+        LIMINAL_REGISTRY=need("LIMINAL_TEST_REGISTRY"),
+        LIMINAL_BASE_IMAGE=need("LIMINAL_TEST_BASE_IMAGE"),
         # the test registry asks for no credentials; they are sent anyway and must show nowhere
-        "LIMINAL_REGISTRY_USERNAME": "ci",
-        "LIMINAL_REGISTRY_PASSWORD": password,
-    }
+        LIMINAL_REGISTRY_USERNAME="ci",
+        LIMINAL_REGISTRY_PASSWORD=password,
+    )
     assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
     synced = liminal("sync", env=env)
     assert synced.returncode == 0, synced.stderr

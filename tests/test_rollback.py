@@ -4,43 +4,28 @@ rebuilds no image (the content tags exist) and restores the DAG and the served m
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import docker
-import pytest
 
 from controller.ledger import Ledger
 from controller.render.dags import repo_payload_folder
-from tests.conftest import commit_all, example_remote, git, liminal, need
-
-
-@pytest.fixture
-def repo(docker_client: docker.DockerClient) -> Iterator[str]:
-    name = f"rb-{uuid.uuid4().hex[:8]}"
-    yield name
-    for container in docker_client.containers.list(all=True, filters={"label": f"liminal-gitops/repo={name}"}):
-        container.remove(force=True)
+from tests.conftest import cli_env, commit_all, example_remote, git, liminal, need
 
 
 def test_rollback_reverts_in_git_builds_nothing_and_restores_dag_and_service(
-    tmp_path: Path, ledger: Ledger, repo: str
+    tmp_path: Path, ledger: Ledger, served_repo: str
 ) -> None:
+    repo = served_repo
     work = example_remote(tmp_path, own_images=True)  # a developer's clone
     origin = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(work), str(origin))
     git(work, "remote", "add", "origin", str(origin))
-    env = {
-        **os.environ,
-        "LIMINAL_HOME": str(tmp_path / "home"),
-        "LIMINAL_LEDGER_URL": ledger.url,
-        "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
-        "LIMINAL_REGISTRY": need("LIMINAL_TEST_REGISTRY"),
-        "LIMINAL_BASE_IMAGE": need("LIMINAL_TEST_BASE_IMAGE"),
-    }
+    env = cli_env(
+        tmp_path,
+        ledger,
+        LIMINAL_REGISTRY=need("LIMINAL_TEST_REGISTRY"),
+        LIMINAL_BASE_IMAGE=need("LIMINAL_TEST_BASE_IMAGE"),
+    )
     assert liminal("repo", "add", str(origin), "--name", repo, env=env).returncode == 0
     first = liminal("sync", repo, env=env)
     assert first.returncode == 0, first.stderr

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -23,7 +20,7 @@ from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import ImageTarget
-from tests.conftest import answers, commit_all, example_remote, liminal, need
+from tests.conftest import answers, cli_env, commit_all, example_remote, liminal, need
 
 SELECTOR = "app.kubernetes.io/managed-by=liminal-controller"
 
@@ -34,12 +31,8 @@ def client(docker_client: docker.DockerClient) -> docker.DockerClient:
 
 
 @pytest.fixture
-def repo(client: docker.DockerClient) -> Iterator[str]:
-    """A repository name of this test's own; its containers are removed afterwards."""
-    name = f"serve-{uuid.uuid4().hex[:8]}"
-    yield name
-    for container in client.containers.list(all=True, filters={"label": f"liminal-gitops/repo={name}"}):
-        container.remove(force=True)
+def repo(served_repo: str) -> str:
+    return served_repo
 
 
 def _deps(tmp_path: Path, ledger: Ledger, client: docker.DockerClient, serving: DockerServingTarget) -> Deps:
@@ -137,7 +130,7 @@ def test_serve_roll_out_without_a_failed_request_and_remove(
     assert sorted(c.labels["liminal-gitops/role"] for c in apps) == ["app", "proxy"]  # the old version is gone
 
     # `liminal status` shows where it answers and how it is
-    env = {**os.environ, "LIMINAL_LEDGER_URL": ledger.url, "LIMINAL_HOME": str(tmp_path / "home")}
+    env = cli_env(tmp_path, ledger)
     status = liminal("status", repo, "--format", "json", env=env)
     assert status.returncode == 0, status.stderr
     services = json.loads(status.stdout)[0]["services"]

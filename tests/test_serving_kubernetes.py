@@ -5,7 +5,6 @@ Kubernetes schemas with kubernetes-validate."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
-from tests.conftest import commit_all, example_remote, liminal
+from tests.conftest import cli_env, commit_all, example_remote, liminal
 from tests.kubernetes_fake import FakeKubernetes, Recorded, serve
 
 NS = "ml-serving"
@@ -40,9 +39,7 @@ def remote(tmp_path: Path) -> Path:
 
 
 def _target(fake: FakeKubernetes, rollout_timeout: float = 300.0) -> KubernetesTarget:
-    return KubernetesTarget(
-        k8s.ApiClient(k8s.Configuration(host=fake.url)), poll=0.05, rollout_timeout=rollout_timeout
-    )
+    return KubernetesTarget(k8s.ApiClient(k8s.Configuration(host=fake.url)), poll=0.05, rollout_timeout=rollout_timeout)
 
 
 def _deps(tmp_path: Path, ledger: Ledger, target: KubernetesTarget) -> Deps:
@@ -62,8 +59,11 @@ def test_server_side_apply_rollout_update_and_prune(
     tmp_path: Path, remote: Path, ledger: Ledger, fake: FakeKubernetes
 ) -> None:
     # someone else's Deployment in the same namespace, with our app name but not our labels
-    fake.put("deployments", NS, {"metadata": {"name": "theirs", "labels": {"app.kubernetes.io/name": "hello-server"}},
-                                 "spec": {"replicas": 1}})
+    fake.put(
+        "deployments",
+        NS,
+        {"metadata": {"name": "theirs", "labels": {"app.kubernetes.io/name": "hello-server"}}, "spec": {"replicas": 1}},
+    )
     ledger.add_repo(RepoRef("hello", str(remote)))
     target = _target(fake)
     deps = _deps(tmp_path, ledger, target)
@@ -114,7 +114,8 @@ def test_server_side_apply_rollout_update_and_prune(
     assert third.status is RunStatus.SUCCEEDED, third.error
     lists = [r for r in fake.requests if r.method == "GET" and r.path.endswith(("/deployments", "/services"))]
     assert lists and all(
-        r.query["labelSelector"] == [
+        r.query["labelSelector"]
+        == [
             "app.kubernetes.io/managed-by=liminal-controller,liminal-gitops/repo=hello,app.kubernetes.io/name=hello-server"
         ]
         for r in lists
@@ -182,23 +183,26 @@ def test_the_cli_serves_on_kubernetes_and_status_shows_the_endpoint(
         "users:\n- name: ci\n  user:\n    token: t\n"
         "contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: ci\n"
     )
-    env = {
-        **os.environ,
-        "LIMINAL_HOME": str(tmp_path / "home"),
-        "LIMINAL_LEDGER_URL": ledger.url,
-        "LIMINAL_IMAGES": "off",
-        "LIMINAL_SERVING": "kubernetes",
-        "LIMINAL_NAMESPACE": NS,
-        "KUBECONFIG": str(kubeconfig),
-    }
+    env = cli_env(
+        tmp_path,
+        ledger,
+        LIMINAL_IMAGES="off",
+        LIMINAL_SERVING="kubernetes",
+        LIMINAL_NAMESPACE=NS,
+        KUBECONFIG=str(kubeconfig),
+    )
     assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
     synced = liminal("sync", env=env)
     assert synced.returncode == 0, synced.stderr
     assert ("deployments", NS, "hello-server") in fake.objects
     status = liminal("status", "--format", "json", env=env)
     assert json.loads(status.stdout)[0]["services"] == [
-        {"name": "hello_server", "url": f"http://hello-server.{NS}.svc.cluster.local:80", "health": "healthy",
-         "detail": "1 of 1 replicas available"}
+        {
+            "name": "hello_server",
+            "url": f"http://hello-server.{NS}.svc.cluster.local:80",
+            "health": "healthy",
+            "detail": "1 of 1 replicas available",
+        }
     ]
     text = liminal("status", env=env).stdout
     assert f"service hello_server: http://hello-server.{NS}.svc.cluster.local:80 healthy" in text

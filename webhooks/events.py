@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from controller.errors import LiminalError
 
-__all__ = ["WebhookError", "WebhookEvent", "same_repository"]
+__all__ = ["WebhookError", "WebhookEvent", "json_object", "same_repository"]
 
 
 class WebhookError(LiminalError):
@@ -54,3 +57,14 @@ def same_repository(tracked: str, urls: tuple[str, ...]) -> bool:
     `.git` aside, host case-insensitive)."""
     mine = _normal(tracked)
     return any(_normal(u) == mine for u in urls if u)
+
+
+def json_object(body: bytes) -> Mapping[str, Any]:
+    """A delivery's body as a JSON object; WebhookError 400 otherwise."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise WebhookError(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise WebhookError(400, "the body is not a JSON object")
+    return payload

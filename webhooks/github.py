@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from collections.abc import Mapping
 from typing import Any
 
-from webhooks.events import WebhookError, WebhookEvent
+from webhooks.events import WebhookError, WebhookEvent, json_object
 
 __all__ = ["parse", "verify"]
 
@@ -27,7 +25,7 @@ def verify(secret: bytes, body: bytes, signature: str | None) -> None:
 
 def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     """The event a verified delivery carries."""
-    payload = _json(body)
+    payload = json_object(body)
     repo = payload.get("repository") or {}
     urls = tuple(str(repo[k]) for k in ("clone_url", "ssh_url", "git_url", "html_url") if repo.get(k))
 
@@ -54,13 +52,3 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
             pull_request=int(pr.get("number") or payload.get("number") or 0),
         )
     return make("other", reason=f"event '{event}' is not acted on")
-
-
-def _json(body: bytes) -> Mapping[str, Any]:
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise WebhookError(400, f"the body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise WebhookError(400, "the body is not a JSON object")
-    return payload

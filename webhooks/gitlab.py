@@ -5,8 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from webhooks.events import WebhookError, WebhookEvent
-from webhooks.github import _json
+from webhooks.events import WebhookError, WebhookEvent, json_object
 
 __all__ = ["parse", "verify"]
 
@@ -24,7 +23,7 @@ def verify(secret: bytes, token: str | None) -> None:
 
 def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     """The event a verified delivery carries (`Push Hook`, `Merge Request Hook`, ...)."""
-    payload = _json(body)
+    payload = json_object(body)
     project = payload.get("project") or {}
     urls = tuple(str(project[k]) for k in ("git_http_url", "git_ssh_url", "web_url") if project.get(k))
 

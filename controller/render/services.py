@@ -19,6 +19,7 @@ __all__ = [
     "ANNOTATION_COMMIT",
     "ANNOTATION_HASH",
     "ANNOTATION_REPO",
+    "HEALTHCHECK_SCRIPT",
     "LABEL_REPO",
     "MANAGED_BY",
     "container_name",
@@ -35,7 +36,7 @@ ANNOTATION_REPO = "liminal-gitops/repo"
 ANNOTATION_COMMIT = "liminal-gitops/commit"
 ANNOTATION_HASH = "liminal-gitops/content-hash"
 
-_HEALTHCHECK = (
+HEALTHCHECK_SCRIPT = (  # exits 0 when the server in this container answers /healthcheck
     "import sys, urllib.request\n"
     f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{SERVE_PORT}/healthcheck', timeout=2).status == 200 "
     "else 1)"
@@ -159,7 +160,7 @@ def _docker(service: Service, repo: str, image_tag: str) -> dict[str, Any]:
         # loopback only: a local model server is not published to the network by default
         "ports": {f"{SERVE_PORT}/tcp": ["127.0.0.1", service.options.get("port")]},
         "healthcheck": {
-            "test": ["CMD", "python3", "-c", _HEALTHCHECK],
+            "test": ["CMD", "python3", "-c", HEALTHCHECK_SCRIPT],
             "interval": 5_000_000_000,
             "timeout": 3_000_000_000,
             "retries": 3,

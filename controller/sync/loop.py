@@ -199,25 +199,35 @@ class ReconcileLoop:
                     picked = self._next()
                 if self._stopping:
                     return
-                check = self._checks.popleft() if self._checks else None
+                if self._checks:  # checks are quick and need no repository lock: they go first
+                    check = self._checks.popleft()
+                else:
+                    assert picked is not None
+                    check = None
+                    name, state = picked
+                    state.waiting, state.running = False, True
+                    deliveries, state.deliveries = state.deliveries, []
+                    commits, state.commits = state.commits, []
+                    trigger = "webhook" if "webhook" in state.triggers else sorted(state.triggers)[0]
+                    state.triggers = set()
             if check is not None:
                 self._check(check)
-                continue
-            with self._cond:
-                picked = self._next()
-                if picked is None:
-                    continue
-                assert picked is not None
-                name, state = picked
-                state.waiting, state.running = False, True
-                deliveries, state.deliveries = state.deliveries, []
-                commits, state.commits = state.commits, []
-                trigger = "webhook" if "webhook" in state.triggers else sorted(state.triggers)[0]
-                state.triggers = set()
-            if deliveries and self._covered(name, commits):
-                self._skip(name, state, deliveries)
-                continue
-            self._run(name, state, trigger, deliveries)
+            elif deliveries and self._covered(name, commits):
+                self._finish(deliveries, "the pushed commit is already live", repo=name)
+                with self._cond:
+                    state.running = False
+                    self._cond.notify_all()
+            else:
+                self._run(name, state, trigger, deliveries)
+
+    def _finish(self, deliveries: list[int], reason: str, *, repo: str | None, result: Any = None) -> None:
+        """Mark deliveries processed; if the ledger cannot, they stay queued and are taken again on start."""
+        if not deliveries:
+            return
+        try:
+            self.deps.ledger.finish_deliveries(deliveries, "processed", reason, result)
+        except Exception as exc:
+            log.warning("loop.deliveries_not_marked", repo=repo, error=str(exc))
 
     def _check(self, delivery: Delivery) -> None:
         """Check a pull request and report it as a commit status linking to the plan in our API."""
@@ -238,11 +248,8 @@ class ReconcileLoop:
         except Exception as exc:  # a worker must outlive any one check
             result = CheckResult("error", f"the check crashed: {type(exc).__name__}", {"error": type(exc).__name__})
         bound.info("check.done", state=result.state, summary=result.summary)
-        try:
-            if delivery.id is not None:
-                self.deps.ledger.finish_deliveries([delivery.id], "processed", result.summary, result.details)
-        except Exception as exc:  # it stays queued and is checked again on start
-            bound.warning("loop.deliveries_not_marked", error=str(exc))
+        if delivery.id is not None:
+            self._finish([delivery.id], result.summary, repo=delivery.repo, result=result.details)
         self._report(delivery, CommitStatus(result.state, result.summary, link), bound)
 
     def _report(self, delivery: Delivery, status: CommitStatus, bound: Any) -> None:
@@ -265,15 +272,6 @@ class ReconcileLoop:
         except Exception:  # when in doubt, reconcile
             return False
 
-    def _skip(self, name: str, state: _Repo, deliveries: list[int]) -> None:
-        try:
-            self.deps.ledger.finish_deliveries(deliveries, "processed", "the pushed commit is already live")
-        except Exception as exc:  # they stay queued and are picked up again on start
-            log.warning("loop.deliveries_not_marked", repo=name, error=str(exc))
-        with self._cond:
-            state.running = False
-            self._cond.notify_all()
-
     def _run(self, name: str, state: _Repo, trigger: str, deliveries: list[int]) -> None:
         started = time.monotonic()
         run: SyncRun | None = None
@@ -283,12 +281,7 @@ class ReconcileLoop:
             log.error("loop.reconcile_crashed", repo=name, error=f"{type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
         ok = run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
-        try:
-            if deliveries:
-                reason = f"run {run.id}: {run.status}" if run is not None else "the reconcile crashed"
-                self.deps.ledger.finish_deliveries(deliveries, "processed", reason)
-        except Exception as exc:
-            log.warning("loop.deliveries_not_marked", repo=name, error=str(exc))
+        self._finish(deliveries, f"run {run.id}: {run.status}" if run else "the reconcile crashed", repo=name)
         result = run.status.value if run is not None else "crashed"
         with self._cond:
             self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1

@@ -148,6 +148,7 @@ class AirflowTarget:
         if token is not None:
             self.api.reparse(token)
         tags = {name: _commit_tag(_dag_of(r).payload) for name, r in wanted.items()}
+        serialized: set[str] = set()  # DAGs whose serialized version was seen new: not asked again
         deadline = time.monotonic() + self.parse_timeout
         while True:
             error = self.api.import_error(loader)
@@ -157,7 +158,10 @@ class AirflowTarget:
             waiting = sorted(n for n, tag in tags.items() if not _is_live(now.get(n), tag))
             if error is None and not waiting:
                 # the DAG table is updated; wait for each serialized DAG (what runs) to be the new one
-                waiting = sorted(n for n, r in wanted.items() if r.content_hash not in (self.api.dag_doc(n) or ""))
+                for name in set(wanted) - serialized:
+                    if wanted[name].content_hash in (self.api.dag_doc(name) or ""):
+                        serialized.add(name)
+                waiting = sorted(set(wanted) - serialized)
                 if not waiting:
                     return _Parse({})
             if time.monotonic() > deadline:

@@ -24,7 +24,7 @@ from airflow_client import client as af
 from airflow_client.client.api import dag_api, dag_parsing_api, import_error_api
 from airflow_client.client.exceptions import ApiException
 
-from controller.errors import TargetError, TransientError
+from controller.errors import TargetError, TransientError, short_reason
 
 __all__ = ["AirflowApi", "DagInfo", "ImportErrorInfo"]
 
@@ -173,7 +173,7 @@ class AirflowApi:
                     continue
                 raise self._error(exc) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise TransientError(f"cannot reach Airflow at {self.url}: {_reason(exc)}", retry_after=15) from None
+                raise self._unreachable(exc) from None
         raise AssertionError("unreachable")
 
     def _client(self) -> af.ApiClient:
@@ -202,7 +202,10 @@ class AirflowApi:
                                   f"{self._username!r}") from None
             raise TransientError(f"Airflow at {self.url} answered {exc.code} to /auth/token", retry_after=15) from None
         except (OSError, ValueError, KeyError) as exc:
-            raise TransientError(f"cannot reach Airflow at {self.url}: {_reason(exc)}", retry_after=15) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: BaseException) -> TransientError:
+        return TransientError(f"cannot reach Airflow at {self.url}: {short_reason(exc)}", retry_after=15)
 
     def _error(self, exc: ApiException) -> Exception:
         status = exc.status or 0
@@ -231,11 +234,6 @@ def _dag_info(dag: Any) -> DagInfo:
         last_parsed_time=dag.last_parsed_time,
         tags=frozenset(t.name for t in dag.tags or ()),
     )
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    return " ".join(str(reason).split())[:200]
 
 
 def _detail(body: object) -> str:

@@ -33,7 +33,7 @@ from controller.model import (
     Snapshot,
 )
 from controller.render.images import SERVE_PORT
-from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
+from controller.render.services import ANNOTATION_HASH, HEALTHCHECK_SCRIPT, LABEL_REPO, MANAGED_BY, label_value
 from controller.sync.apply import each
 from controller.targets.engine import Engine, unreachable
 
@@ -44,10 +44,6 @@ log = structlog.get_logger("liminal.serving")
 ROLE = "liminal-gitops/role"
 SERVICE = "liminal-gitops/service"
 _BACKEND_FILE = "/tmp/liminal-backend"  # as serving_proxy.BACKEND_FILE reads it
-_HEALTHCHECK = (
-    "import sys, urllib.request\n"
-    "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/healthcheck', timeout=2).status == 200 else 1)"
-)
 
 
 class DockerServingTarget:
@@ -180,7 +176,7 @@ class DockerServingTarget:
 
     def _answers(self, app: Any) -> bool:
         """True when the app answers /healthcheck (asked from inside it: works wherever the controller runs)."""
-        return bool(app.exec_run(["python3", "-c", _HEALTHCHECK.format(port=SERVE_PORT)]).exit_code == 0)
+        return bool(app.exec_run(["python3", "-c", HEALTHCHECK_SCRIPT]).exit_code == 0)
 
     def _wait_healthy(self, resource: Resource, app: Any) -> None:
         deadline = time.monotonic() + self.health_timeout

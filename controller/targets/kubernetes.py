@@ -24,7 +24,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from controller.errors import TargetError, TransientError
+from controller.errors import TargetError, TransientError, short_reason
 from controller.model import (
     Action,
     Deployed,
@@ -203,7 +203,7 @@ class KubernetesTarget:
                 return None
             raise _error(meta["name"], exc) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:
-            raise TransientError(f"cannot reach the Kubernetes API: {_reason(exc)}", retry_after=30) from None
+            raise TransientError(f"cannot reach the Kubernetes API: {short_reason(exc)}", retry_after=30) from None
         serialize: Callable[[Any], Any] = self.api.sanitize_for_serialization
         return dict(serialize(found))
 
@@ -213,7 +213,7 @@ class KubernetesTarget:
         except ApiException as exc:
             raise _error(str(key), exc) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:
-            raise TransientError(f"cannot reach the Kubernetes API: {_reason(exc)}", retry_after=30) from None
+            raise TransientError(f"cannot reach the Kubernetes API: {short_reason(exc)}", retry_after=30) from None
 
 
 def _manifests(key: ResourceKey, body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -253,11 +253,6 @@ def _rollout(live: Mapping[str, Any]) -> tuple[str, str]:
     if available < updated:
         return "progressing", f"{available} of {updated} updated replicas available"
     return "healthy", f"{available} of {wanted} replicas available"
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    return " ".join(str(reason).split())[:200]
 
 
 def _gone_ok(delete: Callable[..., Any], name: str, namespace: str) -> None:
