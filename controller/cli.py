@@ -559,7 +559,9 @@ def _configure_logging() -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # one write per event line: print() writes the line and its newline apart, and the build
+        # progress lines (from other threads) could land in between and be torn
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
     )
 
 
