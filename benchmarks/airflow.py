@@ -126,8 +126,9 @@ def _default_airflow(home: Path, port: int) -> list[subprocess.Popen[bytes]]:
     airflow = str(venv / "bin" / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     procs = [
-        subprocess.Popen([airflow, part], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        subprocess.Popen(
+            [airflow, part], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         for part in ("api-server", "dag-processor")
     ]
     deadline = time.monotonic() + 180
@@ -184,8 +185,10 @@ def main() -> None:
         started = time.perf_counter()
         first = reconcile(name, deps)
         assert first.status is RunStatus.SUCCEEDED, first.error
-        print(f"Airflow {url}: first sync of {PIPELINES} pipelines (a new loader file): "
-              f"{time.perf_counter() - started:.2f} s")
+        print(
+            f"Airflow {url}: first sync of {PIPELINES} pipelines (a new loader file): "
+            f"{time.perf_counter() - started:.2f} s"
+        )
 
         ours: list[float] = []
         for version in range(1, COMMITS + 1):
@@ -235,11 +238,15 @@ def main() -> None:
             api.delete_dag(f"bench_{run}_{i:02d}")
         ledger.close()
 
-    print(f"commit -> DAG visible in the REST API, our sync (reparse API), {COMMITS} commits: "
-          f"p50 {statistics.median(ours):.2f} s, p95 {_percentile(ours, 95):.2f} s, max {max(ours):.2f} s")
-    print(f"the same change as a dropped file, an Airflow with default settings, {DROPPED} changes: "
-          + ", ".join(f"{s:.1f} s" for s in dropped)
-          + f" (p50 {statistics.median(dropped):.1f} s)")
+    print(
+        f"commit -> DAG visible in the REST API, our sync (reparse API), {COMMITS} commits: "
+        f"p50 {statistics.median(ours):.2f} s, p95 {_percentile(ours, 95):.2f} s, max {max(ours):.2f} s"
+    )
+    print(
+        f"the same change as a dropped file, an Airflow with default settings, {DROPPED} changes: "
+        + ", ".join(f"{s:.1f} s" for s in dropped)
+        + f" (p50 {statistics.median(dropped):.1f} s)"
+    )
     print(f"ratio of medians: {statistics.median(dropped) / statistics.median(ours):.0f}x")
 
 

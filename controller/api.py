@@ -17,7 +17,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from controller.errors import InputError, LiminalError
@@ -316,6 +316,10 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
         "last_attempted_commit": s.last_attempted_commit,
         "last_error": s.last_error,
         "resources": s.resources,
+        "prune": s.repo.prune,
+        "self_heal": s.repo.self_heal,
+        "drift": list(s.drift),
+        "drift_observed_at": s.drift_observed_at.isoformat() if s.drift_observed_at else None,
         "last_run": run_json(s.last_run) if s.last_run else None,
     }
 
@@ -353,6 +357,23 @@ class _LoopCollector(Collector):
             sum(durations),
         )
         yield histogram
+        healed = CounterMetricFamily(
+            "liminal_drift_healed", "Resources restored after their live state drifted", labels=["repo"]
+        )
+        for repo, count in sorted(stats.healed.items()):
+            healed.add_metric([repo], count)
+        yield healed
+        drifted = GaugeMetricFamily(
+            "liminal_drifted_resources",
+            "Resources whose live state was last seen to differ from git and is not restored",
+            labels=["repo", "self_heal"],
+        )
+        try:
+            for ref in self.ledger.repos():
+                drifted.add_metric([ref.name, str(ref.self_heal).lower()], len(self.ledger.status(ref.name).drift))
+        except (sa.exc.SQLAlchemyError, LiminalError):
+            pass  # a scrape never fails because the ledger is away: /readyz says so
+        yield drifted
         builds = GaugeMetricFamily("liminal_image_builds_total", "Image builds recorded, by result", labels=["result"])
         try:
             with self.ledger.engine.connect() as conn:

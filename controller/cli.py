@@ -231,17 +231,32 @@ def repo() -> None:
 @click.option("--branch", default="main", show_default=True, help="Branch to deploy.")
 @click.option("--name", default=None, help="Name (default: the URL's last path part, without .git).")
 @click.option("--no-prune", is_flag=True, help="Keep resources that disappear from git.")
-def repo_add(url: str, branch: str, name: str | None, no_prune: bool) -> None:
+@click.option("--no-self-heal", is_flag=True, help="Report live state changed by hand, but do not restore it.")
+def repo_add(url: str, branch: str, name: str | None, no_prune: bool, no_self_heal: bool) -> None:
     """Track the repository at URL (https://, ssh://, a path). Credentials come from settings, never the URL."""
     try:
         if "@" in url.split("://", 1)[-1].split("/", 1)[0] and url.startswith(("http://", "https://")):
             raise ConfigError("put credentials in LIMINAL_GIT_TOKEN(_FILE), not in the URL")
         derived = name or url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         _, ledger = _deps()
-        ledger.add_repo(RepoRef(name=derived, url=url, branch=branch, prune=not no_prune))
+        ledger.add_repo(RepoRef(name=derived, url=url, branch=branch, prune=not no_prune, self_heal=not no_self_heal))
     except LiminalError as exc:
         _fail(exc, "text")
     click.echo(f"tracking {derived} ({url}, branch {branch})")
+
+
+@repo.command(name="set")
+@click.argument("name")
+@click.option("--prune/--no-prune", default=None, help="Delete resources that disappear from git.")
+@click.option("--self-heal/--no-self-heal", default=None, help="Restore live state changed by hand.")
+def repo_set(name: str, prune: bool | None, self_heal: bool | None) -> None:
+    """Change how the tracked repository NAME is synced; takes effect at its next reconcile."""
+    try:
+        _, ledger = _deps()
+        ref = ledger.set_options(name, prune=prune, self_heal=self_heal)
+    except LiminalError as exc:
+        _fail(exc, "text")
+    click.echo(f"{ref.name}: prune {'on' if ref.prune else 'off'}, self-heal {'on' if ref.self_heal else 'off'}")
 
 
 @repo.command(name="list")
@@ -257,7 +272,7 @@ def repo_list(fmt: str) -> None:
         click.echo(json.dumps([dataclasses.asdict(r) for r in repos], indent=2))
         return
     for r in repos:
-        flags = "" if r.prune else "\tno-prune"
+        flags = ("" if r.prune else "\tno-prune") + ("" if r.self_heal else "\tno-self-heal")
         click.echo(f"{r.name}\t{r.url}\t{r.branch}{flags}")
 
 
@@ -428,6 +443,9 @@ def status(repo: str | None, fmt: str) -> None:
                 "last_attempted_commit": s.last_attempted_commit,
                 "last_applied_commit": s.last_applied_commit,
                 "resources": s.resources,
+                "self_heal": s.repo.self_heal,
+                "drift": list(s.drift),
+                "drift_observed_at": s.drift_observed_at.isoformat() if s.drift_observed_at else None,
                 "last_error": s.last_error,
                 "last_run": run_json(s.last_run) if s.last_run else None,
                 "services": [
@@ -446,6 +464,9 @@ def status(repo: str | None, fmt: str) -> None:
             f"{(s.last_attempted_commit or '-')[:12]}, {s.resources} resource(s), last run {last}"
             + (f"\n  error: {s.last_error}" if s.last_error else "")
         )
+        if s.drift:
+            heal = "restoring (self-heal on)" if s.repo.self_heal else "not restored: self-heal is off"
+            click.echo(f"  drift: {', '.join(s.drift)} changed by hand; {heal}")
         for name, e in served[s.repo.name]:
             click.echo(f"  service {name}: {e.url or '-'} {e.health}" + (f" ({e.detail})" if e.detail else ""))
 
@@ -508,6 +529,7 @@ def serve(listen: str | None, workers: int) -> None:
             deps,
             workers=workers,
             poll_interval=settings.poll_interval,
+            drift_interval=settings.drift_interval,
             reporters=reporters,
             public_url=settings.public_url or f"http://{host or '127.0.0.1'}:{port}",
         )

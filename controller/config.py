@@ -59,6 +59,7 @@ KNOWN_NAMES = frozenset(
         "api_token",
         "listen",
         "poll_interval",
+        "drift_interval",
         "allow_unsigned_webhooks",
         "public_url",
         "github_api_url",
@@ -238,6 +239,10 @@ class ControllerSettings:
     poll_interval: float = 180.0
     """Seconds between polls of each repository, jittered by 20% (LIMINAL_POLL_INTERVAL)."""
 
+    drift_interval: float = 60.0
+    """Seconds between observations of each repository's live state, without a fetch, jittered by
+    20% (LIMINAL_DRIFT_INTERVAL); drift is restored when the repository's self-heal is on."""
+
     github_webhook_secret: str | None = None
     gitlab_webhook_token: str | None = None
     api_token: str | None = None
@@ -294,6 +299,7 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         rollout_timeout=_seconds("rollout_timeout", values.get("rollout_timeout") or "300"),
         listen=values.get("listen") or "127.0.0.1:8080",
         poll_interval=_seconds("poll_interval", values.get("poll_interval") or "180"),
+        drift_interval=_seconds("drift_interval", values.get("drift_interval") or "60"),
         github_webhook_secret=values.get("github_webhook_secret") or None,
         gitlab_webhook_token=values.get("gitlab_webhook_token") or None,
         api_token=values.get("api_token") or None,

@@ -440,6 +440,8 @@ class RepoRef:
     url: str
     branch: str = "main"
     prune: bool = True
+    self_heal: bool = True
+    """Restore live state that drifted from git (Argo CD's selfHeal); off, drift is only reported."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +149,7 @@ def answers(url: str, seconds: float) -> bool:
         time.sleep(0.05)
 
 
-def liminal(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def liminal(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed console script in a subprocess, exactly as a user would."""
     return subprocess.run([LIMINAL, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False)
 
@@ -198,6 +198,24 @@ def cli_env(tmp_path: Path, ledger: Ledger, **env: str) -> dict[str, str]:
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
         **env,
     }
+
+
+@contextmanager
+def running_controller(env: dict[str, str], logs: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`liminal serve` as a real process with `env`, on a free port, its output in `logs`:
+    (its URL, the process). Stopped with SIGTERM, as Kubernetes stops it."""
+    port = free_port()
+    out = logs.open("wb")
+    proc = subprocess.Popen([LIMINAL, "serve", "--listen", f"127.0.0.1:{port}"], env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert answers(f"{url}/healthz", 30), logs.read_text()[-3000:]
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        out.close()
 
 
 @pytest.fixture

@@ -59,8 +59,12 @@ class FakeKubernetes:
         """Create an object directly, as someone else (kubectl, another controller) would have."""
         api_version, kind = _KINDS[plural]
         meta = {"namespace": namespace, "generation": 1, "uid": str(uuid.uuid4()), **obj.get("metadata", {})}
-        self.objects[(plural, namespace, meta["name"])] = {**obj, "apiVersion": api_version, "kind": kind,
-                                                           "metadata": meta}
+        self.objects[(plural, namespace, meta["name"])] = {
+            **obj,
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": meta,
+        }
 
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
         url = urlsplit(raw_path)
@@ -70,8 +74,9 @@ class FakeKubernetes:
         if body:
             parsed = yaml.safe_load(body) if "yaml" in content_type else json.loads(body)
         with self._lock:
-            self.requests.append(Recorded(method, url.path, query, content_type,
-                                          headers.get("Authorization", ""), parsed))
+            self.requests.append(
+                Recorded(method, url.path, query, content_type, headers.get("Authorization", ""), parsed)
+            )
             for plural, pattern in _PATHS.items():
                 match = pattern.match(url.path)
                 if match:
@@ -149,8 +154,14 @@ class FakeKubernetes:
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
-            "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 @contextmanager

@@ -201,9 +201,7 @@ def _synced(
     return remote, deps, first.commit
 
 
-def test_push_change_and_remove_pipelines(
-    tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str
-) -> None:
+def test_push_change_and_remove_pipelines(tmp_path: Path, ledger: Ledger, rest: Rest, tag: str, repo: str) -> None:
     a, b = f"a_{tag}", f"b_{tag}"
     remote = _remote(
         tmp_path / "remote",
@@ -228,12 +226,11 @@ def test_push_change_and_remove_pipelines(
     c = f"c_{tag}"
     second_text = _yml(
         tag, [{"name": a, "extra": "\n    paused: false", "cmd": "echo changed"}, {"name": b, "schedule": "@daily"}]
-    ) + PIPELINE.format(
-        name=c, schedule="@hourly", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo new"
-    )
+    ) + PIPELINE.format(name=c, schedule="@hourly", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo new")
     second_text = second_text.replace(
-        "        cmd: echo changed\n", "        cmd: echo changed\n      - task: check\n        type: python\n"
-        f"        image: {need('LIMINAL_TEST_BUSYBOX_IMAGE')}\n        executor: local\n        cmd: echo checked\n"
+        "        cmd: echo changed\n",
+        "        cmd: echo changed\n      - task: check\n        type: python\n"
+        f"        image: {need('LIMINAL_TEST_BUSYBOX_IMAGE')}\n        executor: local\n        cmd: echo checked\n",
     )
     commit = _push(remote, second_text, "change a, add c")
     started = time.monotonic()
@@ -242,7 +239,11 @@ def test_push_change_and_remove_pipelines(
     assert second.status is RunStatus.SUCCEEDED, second.error
     assert sorted((o.key.name, o.action.value) for o in second.outcomes) == [(a, "update"), (c, "create")]
     assert rest.tasks(a) == {
-        "start": ["prepare"], "prepare": ["check"], "check": ["train"], "train": ["end"], "end": []
+        "start": ["prepare"],
+        "prepare": ["check"],
+        "check": ["train"],
+        "train": ["end"],
+        "end": [],
     }
     assert f"commit:{commit[:12]}" in {t["name"] for t in rest.dag(a)["tags"]}
     assert rest.dag(c)["timetable_summary"] == "0 * * * *"
@@ -253,8 +254,12 @@ def test_push_change_and_remove_pipelines(
     rest.call(f"/dags/{a}", "PATCH", {"is_paused": True})
 
     # remove b from git: paused, then deleted from Airflow with its file
-    third_text = second_text.replace(PIPELINE.format(name=b, schedule="@daily", extra="", image=need(
-        "LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo prepared"), "")
+    third_text = second_text.replace(
+        PIPELINE.format(
+            name=b, schedule="@daily", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo prepared"
+        ),
+        "",
+    )
     assert f"pipeline: {b}" not in third_text
     _push(remote, third_text, "remove b")
     third = reconcile(repo, deps)
@@ -271,8 +276,13 @@ def test_a_dag_that_does_not_import_leaves_the_previous_one_live(
     a, b = f"a_{tag}", f"b_{tag}"
     remote, deps, good = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}, {"name": b}]))
     # valid for liminal.yml, refused by Airflow: a continuous schedule allows one active run
-    broken = _yml(tag, [{"name": a, "schedule": "@continuous", "extra": "\n    max_active_runs: 2"},
-                        {"name": b, "cmd": "echo better"}])
+    broken = _yml(
+        tag,
+        [
+            {"name": a, "schedule": "@continuous", "extra": "\n    max_active_runs: 2"},
+            {"name": b, "cmd": "echo better"},
+        ],
+    )
     commit = _push(remote, broken, "continuous a, better b")
     run = reconcile(repo, deps)
     assert run.status is RunStatus.FAILED

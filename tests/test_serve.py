@@ -8,9 +8,7 @@ import copy
 import http.client
 import http.server
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +25,7 @@ import jsonschema
 
 from controller.ledger import Ledger
 from controller.model import RepoRef, RunStatus
-from tests.conftest import LIMINAL, answers, commit_all, example_remote, free_port, git, need
+from tests.conftest import cli_env, commit_all, example_remote, git, need, running_controller
 
 SECRET = "gh-" + uuid.uuid4().hex
 GITLAB_TOKEN = "gl-" + uuid.uuid4().hex
@@ -56,31 +54,17 @@ def _sign(bodies: list[bytes]) -> list[str]:
 def _serving(
     tmp_path: Path, ledger: Ledger, *, poll: str = "3600", extra: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LIMINAL_HOME": str(tmp_path / "home"),
-        "LIMINAL_LEDGER_URL": ledger.url,
+    settings = {
         "LIMINAL_IMAGES": "off",
-        "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
         "LIMINAL_GITHUB_WEBHOOK_SECRET": SECRET,
         "LIMINAL_GITLAB_WEBHOOK_TOKEN": GITLAB_TOKEN,
         "LIMINAL_API_TOKEN": API_TOKEN,
         "LIMINAL_POLL_INTERVAL": poll,
         "LIMINAL_LOG_FORMAT": "json",
-        **(extra or {}),
     }
-    log = (tmp_path / f"serve-{port}.log").open("wb")
-    proc = subprocess.Popen([LIMINAL, "serve", "--listen", f"127.0.0.1:{port}"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert answers(f"{url}/healthz", 30), (tmp_path / f"serve-{port}.log").read_text()[-3000:]
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        log.close()
+    env = cli_env(tmp_path, ledger, **(settings | (extra or {})))
+    with running_controller(env, tmp_path / f"serve-{uuid.uuid4().hex[:6]}.log") as served:
+        yield served
 
 
 def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:

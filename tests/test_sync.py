@@ -356,3 +356,14 @@ def test_a_fetch_killed_mid_ref_update_does_not_block_later_fetches(tmp_path: Pa
     (remote / "extra.txt").write_text("x")
     newer = commit_all(remote, "after the crash")
     assert source.fetch(ref).commit == newer
+
+
+def test_the_migrations_make_exactly_the_tables_the_code_uses(ledger: Ledger) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from controller.ledger import tables
+
+    with ledger.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+    assert differences == []

@@ -11,7 +11,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -77,12 +77,16 @@ class RepoStatus:
     last_run: SyncRun | None
     last_error: str | None
     resources: int
+    drift: tuple[str, ...] = ()
+    """Resources ("kind/name") whose live state was last seen to differ from git, not restored."""
+    drift_observed_at: dt.datetime | None = None
 
     @property
     def state(self) -> str:
-        """`synced` (the last run applied its commit), `invalid` (the newest commit does not
-        validate; the last good one stays live), `degraded` (changes did not apply; retried), or
-        `syncing` or `unknown` (never synced)."""
+        """`synced` (the last run applied its commit), `drifted` (synced, but live state was since
+        changed by hand and not restored: self-heal is off, or restoring failed), `invalid` (the
+        newest commit does not validate; the last good one stays live), `degraded` (changes did
+        not apply; retried), or `syncing` or `unknown` (never synced)."""
         if self.last_run is None:
             return "unknown"
         if self.last_run.status is RunStatus.RUNNING:
@@ -90,7 +94,7 @@ class RepoStatus:
         if self.last_run.status is RunStatus.INVALID:
             return "invalid"
         if self.last_run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP):
-            return "synced"
+            return "drifted" if self.drift else "synced"
         return "degraded"
 
 
@@ -137,8 +141,32 @@ class Ledger:
                 raise ConfigError(f"a repository named '{ref.name}' is already tracked")
             conn.execute(
                 t.repositories.insert().values(
-                    name=ref.name, url=ref.url, branch=ref.branch, prune=ref.prune, created_at=_now()
+                    name=ref.name,
+                    url=ref.url,
+                    branch=ref.branch,
+                    prune=ref.prune,
+                    self_heal=ref.self_heal,
+                    created_at=_now(),
                 )
+            )
+
+    def set_options(self, name: str, *, prune: bool | None = None, self_heal: bool | None = None) -> RepoRef:
+        """Change a tracked repository's prune or self-heal switch; returns it as now stored."""
+        values = {k: v for k, v in (("prune", prune), ("self_heal", self_heal)) if v is not None}
+        with self.engine.begin() as conn:
+            repo_id = self._repo_id(conn, name)
+            if values:
+                conn.execute(t.repositories.update().where(t.repositories.c.id == repo_id).values(**values))
+        return self.repo(name)
+
+    def set_drift(self, repo: str, drift: Sequence[str]) -> None:
+        """Record what a drift observation found ("kind/name" of each resource whose live state
+        differs from the ledger; empty when everything is as deployed)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.repositories.update()
+                .where(t.repositories.c.name == repo)
+                .values(drift=sorted(drift), drift_observed_at=_now())
             )
 
     def repos(self) -> list[RepoRef]:
@@ -268,8 +296,10 @@ class Ledger:
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
         applied_commit: str | None = None,
+        drift: Sequence[str] | None = None,
     ) -> None:
-        """Close a run; `applied_commit` moves last_applied only when every change succeeded."""
+        """Close a run; `applied_commit` moves last_applied only when every change succeeded;
+        `drift` (when the run observed the targets) is what it left drifted."""
         with self.engine.begin() as conn:
             conn.execute(
                 t.runs.update()
@@ -279,6 +309,8 @@ class Ledger:
             values: dict[str, Any] = {"last_error": error}
             if applied_commit is not None:
                 values["last_applied_commit"] = applied_commit
+            if drift is not None:
+                values |= {"drift": sorted(drift), "drift_observed_at": _now()}
             conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
 
     def record_build(self, record: BuildRecord) -> None:
@@ -438,6 +470,8 @@ class Ledger:
             last_run=runs[0] if runs else None,
             last_error=row["last_error"],
             resources=int(count or 0),
+            drift=tuple(row["drift"] or ()),
+            drift_observed_at=row["drift_observed_at"],
         )
 
 
@@ -455,7 +489,13 @@ def _safe_url(url: str) -> str:
 
 
 def _ref(row: sa.RowMapping) -> RepoRef:
-    return RepoRef(name=row["name"], url=row["url"], branch=row["branch"], prune=bool(row["prune"]))
+    return RepoRef(
+        name=row["name"],
+        url=row["url"],
+        branch=row["branch"],
+        prune=bool(row["prune"]),
+        self_heal=bool(row["self_heal"]),
+    )
 
 
 def _outcome(repo: str, row: sa.RowMapping) -> ResourceOutcome:

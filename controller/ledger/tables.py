@@ -25,11 +25,15 @@ repositories = sa.Table(
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("branch", sa.String(255), nullable=False),
     sa.Column("prune", sa.Boolean, nullable=False, default=True),
+    sa.Column("self_heal", sa.Boolean, nullable=False, default=True, server_default=sa.true()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_attempted_commit", sa.String(64)),
     sa.Column("last_applied_commit", sa.String(64)),
     sa.Column("last_run_id", sa.Integer),
     sa.Column("last_error", sa.Text),
+    # live state found to differ from the ledger and not (yet) restored: "kind/name", sorted
+    sa.Column("drift", sa.JSON),
+    sa.Column("drift_observed_at", sa.DateTime(timezone=True)),
 )
 
 runs = sa.Table(
@@ -110,6 +114,7 @@ deliveries = sa.Table(
     sa.Column("project", sa.String(300)),
     sa.Column("result", sa.JSON),
     sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
+    sa.Index("ix_webhook_deliveries_status", "status", "id"),  # the queued ones, at start
 )
 
 events = sa.Table(

@@ -40,8 +40,10 @@ def check_pull_request(deps: Deps, repo: str, remote_ref: str, commit: str) -> C
         )
     the_plan = plan(desired, deps.ledger.deployed_state(repo), prune=ref.prune)
     counts = the_plan.counts()
-    summary = "valid; merging changes nothing" if the_plan.is_noop else (
-        f"valid; merging would create {counts['create']}, update {counts['update']}, delete {counts['delete']}"
+    summary = (
+        "valid; merging changes nothing"
+        if the_plan.is_noop
+        else (f"valid; merging would create {counts['create']}, update {counts['update']}, delete {counts['delete']}")
     )
     changes = [
         {"kind": str(c.key.kind), "name": c.key.name, "action": str(c.action), "diff": c.diff}

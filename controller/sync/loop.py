@@ -1,11 +1,14 @@
 """The reconcile loop of `liminal serve`: a coalescing queue per repository, bounded workers,
-polling with jitter, backoff after failures, and a clean stop.
+polling with jitter, drift observation, backoff after failures, and a clean stop.
 
 A request for a repository that is already waiting is merged into it, and one that arrives while
 its reconcile runs makes exactly one more run after it: a storm of pushes becomes a few fetches
 of the newest commit. Webhook deliveries are in the ledger before they are acknowledged; the
 loop marks them processed after the reconcile that covers them, and on start picks up those a
 crash left queued.
+
+Every `drift_interval` the live state of each repository is observed without a fetch; drift is
+recorded, and restored from the live commit (no fetch) when the repository's self-heal is on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import structlog
 from controller.errors import LiminalError
 from controller.model import Delivery, RunStatus, SyncRun
 from controller.sync.check import CheckResult, check_pull_request
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.reconcile import Deps, observe_drift, reconcile
 from webhooks.status import CommitStatus, StatusReporter
 
 __all__ = ["LoopStats", "ReconcileLoop"]
@@ -38,6 +41,8 @@ class LoopStats:
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
     durations: list[tuple[str, float]] = field(default_factory=list)
     last_success: dict[str, float] = field(default_factory=dict)
+    healed: dict[str, int] = field(default_factory=dict)
+    """Resources restored after drift, per repository."""
 
 
 @dataclass
@@ -50,6 +55,7 @@ class _Repo:
     not_before: float = 0.0
     failures: int = 0
     next_poll: float = 0.0
+    next_drift: float = 0.0
 
 
 class ReconcileLoop:
@@ -61,6 +67,7 @@ class ReconcileLoop:
         *,
         workers: int = 2,
         poll_interval: float = 180.0,
+        drift_interval: float = 60.0,
         jitter: float = 0.2,
         backoff_max: float = 600.0,
         debounce: float = 0.5,
@@ -71,6 +78,7 @@ class ReconcileLoop:
         self.deps = deps
         self.workers = max(1, workers)
         self.poll_interval = poll_interval
+        self.drift_interval = drift_interval
         self.jitter = jitter
         self.backoff_max = backoff_max
         self.debounce = debounce
@@ -87,16 +95,14 @@ class ReconcileLoop:
 
     # ---- requests ---------------------------------------------------------------------------------
 
-    def request(
-        self, repo: str, trigger: str, deliveries: list[int] | None = None, commit: str | None = None
-    ) -> None:
+    def request(self, repo: str, trigger: str, deliveries: list[int] | None = None, commit: str | None = None) -> None:
         """Ask for a reconcile of `repo` (merged with one already waiting). A webhook's request
         waits `debounce` seconds, so that a burst of pushes becomes one fetch."""
         with self._cond:
             state = self._repos.setdefault(repo, _Repo())
             if not state.waiting and trigger == "webhook":
                 state.not_before = time.monotonic() + self.debounce
-            elif trigger not in ("retry", "webhook"):
+            elif trigger not in ("retry", "webhook", "drift"):
                 state.not_before = 0.0  # an operator's or the poller's request beats a backoff
             state.waiting = True
             state.triggers.add(trigger)
@@ -136,7 +142,9 @@ class ReconcileLoop:
             self.request(repo, "webhook", ids)
         now = time.monotonic()
         for ref in self.deps.ledger.repos():
-            self._repos.setdefault(ref.name, _Repo()).next_poll = now + self._jittered()
+            state = self._repos.setdefault(ref.name, _Repo())
+            state.next_poll = now + self._jittered(self.poll_interval)
+            state.next_drift = now + self._jittered(self.drift_interval)
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
@@ -159,8 +167,8 @@ class ReconcileLoop:
 
     # ---- threads ----------------------------------------------------------------------------------
 
-    def _jittered(self) -> float:
-        return self.poll_interval * (1 + random.uniform(-self.jitter, self.jitter))
+    def _jittered(self, interval: float) -> float:
+        return interval * (1 + random.uniform(-self.jitter, self.jitter))
 
     def _poll(self) -> None:
         while True:
@@ -176,12 +184,21 @@ class ReconcileLoop:
             now = time.monotonic()
             for name in tracked:
                 with self._cond:
-                    state = self._repos.setdefault(name, _Repo(next_poll=now + self._jittered()))
-                    due = state.next_poll <= now
-                    if due:
-                        state.next_poll = now + self._jittered()
-                if due:
+                    state = self._repos.get(name)
+                    if state is None:  # added while running: first poll and drift check after an interval
+                        state = self._repos[name] = _Repo(
+                            next_poll=now + self._jittered(self.poll_interval),
+                            next_drift=now + self._jittered(self.drift_interval),
+                        )
+                    poll, drift = state.next_poll <= now, state.next_drift <= now
+                    if poll:
+                        state.next_poll = now + self._jittered(self.poll_interval)
+                    if poll or drift:  # a poll's reconcile observes the targets too
+                        state.next_drift = now + self._jittered(self.drift_interval)
+                if poll:
                     self.request(name, "poll")
+                elif drift:
+                    self.request(name, "drift")
             with self._cond:
                 self._cond.wait(1.0)
 
@@ -208,7 +225,9 @@ class ReconcileLoop:
                     state.waiting, state.running = False, True
                     deliveries, state.deliveries = state.deliveries, []
                     commits, state.commits = state.commits, []
-                    trigger = "webhook" if "webhook" in state.triggers else sorted(state.triggers)[0]
+                    # a drift check merged with any other request becomes that (full) reconcile
+                    others = sorted(state.triggers - {"drift"}) or ["drift"]
+                    trigger = "webhook" if "webhook" in state.triggers else others[0]
                     state.triggers = set()
             if check is not None:
                 self._check(check)
@@ -272,11 +291,26 @@ class ReconcileLoop:
         except Exception:  # when in doubt, reconcile
             return False
 
+    def _heal_needed(self, name: str) -> bool:
+        """Observe `name`'s live state (recording any drift); True when drift is there to restore."""
+        try:
+            found = observe_drift(name, self.deps)
+            return bool(found) and self.deps.ledger.repo(name).self_heal
+        except Exception as exc:  # a worker must outlive any one observation
+            log.warning("drift.observe_failed", repo=name, error=f"{type(exc).__name__}: {exc}")
+            return False
+
     def _run(self, name: str, state: _Repo, trigger: str, deliveries: list[int]) -> None:
+        if trigger == "drift" and not self._heal_needed(name):
+            with self._cond:  # nothing to restore: no run is recorded
+                state.running = False
+                self._cond.notify_all()
+            return
         started = time.monotonic()
         run: SyncRun | None = None
         try:
-            run = reconcile(name, self.deps, trigger=trigger)
+            # drift is restored from the live commit, without a fetch: it works while git is down
+            run = reconcile(name, self.deps, trigger=trigger, fetch=trigger != "drift")
         except Exception as exc:
             log.error("loop.reconcile_crashed", repo=name, error=f"{type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
@@ -287,6 +321,8 @@ class ReconcileLoop:
             self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1
             self.stats.durations.append((name, seconds))
             del self.stats.durations[:-1000]
+            if run is not None and run.summary.get("healed"):
+                self.stats.healed[name] = self.stats.healed.get(name, 0) + len(run.summary["healed"])
             if ok:
                 self.stats.last_success[name] = time.time()
                 state.failures = 0

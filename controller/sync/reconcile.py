@@ -8,7 +8,7 @@ updates only the attempted commit: what is live stays live.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,7 +38,7 @@ from controller.sync.apply import Target, apply
 from controller.sync.cache import RenderCache
 from controller.sync.plan import plan
 
-__all__ = ["Deps", "LedgerPort", "SourcePort", "desired_for", "reconcile"]
+__all__ = ["Deps", "LedgerPort", "SourcePort", "desired_for", "observe_drift", "reconcile"]
 
 log = structlog.get_logger("liminal.sync")
 
@@ -47,6 +47,7 @@ class SourcePort(Protocol):
     """Where commits come from (controller.sync.source.GitSource)."""
 
     def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot: ...
+    def checkout(self, repo: RepoRef, commit: str) -> Snapshot: ...
     def trees(self, snapshot: Snapshot) -> Mapping[str, str]: ...
     def covers(self, repo: RepoRef, applied: str, commits: list[str]) -> bool: ...
     def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot: ...
@@ -70,7 +71,9 @@ class LedgerPort(Protocol):
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
         applied_commit: str | None = None,
+        drift: Sequence[str] | None = None,
     ) -> None: ...
+    def set_drift(self, repo: str, drift: Sequence[str]) -> None: ...
     def history(self, repo: str | None = None, limit: int = 20) -> list[SyncRun]: ...
     def repos(self) -> list[RepoRef]: ...
     def applied_commit(self, repo: str) -> str | None: ...
@@ -124,27 +127,38 @@ def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:
     return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets))
 
 
-def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | None = None) -> SyncRun:
-    """One reconcile of one repository; returns the recorded run."""
+def reconcile(
+    repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | None = None, fetch: bool = True
+) -> SyncRun:
+    """One reconcile of one repository; returns the recorded run.
+
+    With `fetch` off, the commit already live is reconciled from the local mirror, without asking
+    the remote: the periodic drift repair works while the git server is down.
+    """
     repo = deps.ledger.repo(repo_name)
     with deps.ledger.lock(repo.name):
         run_id = deps.ledger.begin_run(repo.name, trigger)
         status, error, commit, applied = RunStatus.FAILED, None, None, None
         summary: dict[str, Any] = {}
+        left_drifted: list[str] | None = None  # None: the targets were not observed
         started = time.perf_counter()
         bound = log.bind(repo=repo.name, run=run_id)
         try:
-            snapshot = deps.source.fetch(repo, ref)
+            live = None if fetch or ref else deps.ledger.applied_commit(repo.name)
+            snapshot = deps.source.checkout(repo, live) if live else deps.source.fetch(repo, ref)
             commit = snapshot.commit
             bound = bound.bind(commit=commit[:12])
             deps.ledger.set_attempted(run_id, repo.name, commit)
             desired = desired_for(snapshot, deps)
             deployed = deps.ledger.deployed_state(repo.name)
             drifted = _drifted(desired, deployed, deps.targets, bound)
+            left_drifted = [] if repo.self_heal else _names(drifted)
             if drifted:
-                summary["drift"] = sorted(f"{k.kind}/{k.name}" for k in drifted)
-                bound.warning("sync.drift", resources=summary["drift"])
-            the_plan: Plan = plan(desired, deployed, prune=repo.prune, drifted=drifted)
+                summary["drift"] = _names(drifted)
+                bound.warning("sync.drift", resources=summary["drift"], self_heal=repo.self_heal)
+            the_plan: Plan = plan(
+                desired, deployed, prune=repo.prune, drifted=drifted if repo.self_heal else frozenset()
+            )
             summary["plan"] = the_plan.counts()
             if the_plan.is_noop:
                 status, applied = RunStatus.NOOP, commit
@@ -160,6 +174,10 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
                     source=snapshot,
                 )
                 summary["outcomes"] = _count(result.outcomes)
+                if repo.self_heal and drifted:
+                    restored = {o.key for o in result.outcomes if o.key in drifted and o.code.ok}
+                    summary["healed"] = _names(restored)
+                    left_drifted = _names(drifted - restored)
                 if result.ok:
                     status, applied = RunStatus.SUCCEEDED, commit
                 else:
@@ -185,9 +203,40 @@ def reconcile(repo_name: str, deps: Deps, *, trigger: str = "cli", ref: str | No
             raise
         finally:
             summary["seconds"] = round(time.perf_counter() - started, 3)
-            deps.ledger.finish_run(run_id, repo.name, status, error=error, summary=summary, applied_commit=applied)
+            deps.ledger.finish_run(
+                run_id,
+                repo.name,
+                status,
+                error=error,
+                summary=summary,
+                applied_commit=applied,
+                drift=left_drifted,
+            )
             bound.info("sync.finished", status=status.value, error=error, seconds=summary["seconds"])
     return deps.ledger.history(repo.name, limit=1)[0]
+
+
+def observe_drift(repo_name: str, deps: Deps) -> list[str] | None:
+    """Observe the live state of what is deployed, without fetching or changing anything, and
+    record what drifted ("kind/name", sorted). None when there is nothing to observe yet or a
+    reconcile of the repository is running (it observes, too)."""
+    repo = deps.ledger.repo(repo_name)
+    try:
+        with deps.ledger.lock(repo.name, wait=False):
+            commit = deps.ledger.applied_commit(repo.name)
+            if commit is None:
+                return None
+            bound = log.bind(repo=repo.name, commit=commit[:12])
+            desired = desired_for(deps.source.checkout(repo, commit), deps)
+            found = _names(_drifted(desired, deps.ledger.deployed_state(repo.name), deps.targets, bound))
+            deps.ledger.set_drift(repo.name, found)
+    except TransientError:  # the lock is held: a reconcile is running
+        return None
+    if found:
+        bound.warning("drift.observed", resources=found, self_heal=repo.self_heal)
+    else:
+        bound.debug("drift.none")
+    return found
 
 
 def _drifted(
@@ -214,6 +263,10 @@ def _drifted(
             continue
         out.update(r.key for r in same if live.get(r.key) != r.content_hash)
     return frozenset(out)
+
+
+def _names(keys: frozenset[ResourceKey] | set[ResourceKey]) -> list[str]:
+    return sorted(f"{k.kind}/{k.name}" for k in keys)
 
 
 def _count(outcomes: tuple[ResourceOutcome, ...]) -> dict[str, int]:

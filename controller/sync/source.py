@@ -130,12 +130,17 @@ class GitSource:
         return str(mirror.git.rev_parse(ref))
 
     def checkout(self, repo: RepoRef, commit: str) -> Snapshot:
-        """An immutable checkout of `commit` (made once, then reused)."""
+        """An immutable checkout of `commit` (made once, then reused). A commit the mirror does not
+        have (a fresh cache: the controller restarted on a new volume) is fetched first."""
         if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
             raise SourceError(f"not a full commit id: {commit!r}")
         folder = self._folder(repo) / "commits" / commit
         if not folder.is_dir():
             mirror = self._mirror(repo)
+            try:
+                mirror.git.cat_file("-e", f"{commit}^{{commit}}")
+            except git.GitCommandError:
+                self.resolve(repo)
             try:
                 data = mirror.git.archive("--format=tar", commit, stdout_as_string=False)
             except git.GitCommandError as exc:

@@ -109,9 +109,7 @@ class AirflowApi:
         (the DAG list shows the DAG table, which a parse updates even when the serialized DAG
         is not rewritten, for example within [core] min_serialized_dag_update_interval)."""
         try:
-            found = self._call(
-                lambda api: dag_api.DAGApi(api).get_dag_details(dag_id, _request_timeout=self._timeout)
-            )
+            found = self._call(lambda api: dag_api.DAGApi(api).get_dag_details(dag_id, _request_timeout=self._timeout))
         except _NotFoundError:
             return None
         return str(found.doc_md) if found.doc_md else None
@@ -130,9 +128,7 @@ class AirflowApi:
     def reparse(self, file_token: str) -> None:
         """Ask the DAG processor to parse the file now (ahead of its own schedule)."""
         self._call(
-            lambda api: dag_parsing_api.DAGParsingApi(api).reparse_dag_file(
-                file_token, _request_timeout=self._timeout
-            )
+            lambda api: dag_parsing_api.DAGParsingApi(api).reparse_dag_file(file_token, _request_timeout=self._timeout)
         )
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
@@ -198,8 +194,9 @@ class AirflowApi:
                 return str(json.loads(response.read())["access_token"])
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
-                raise TargetError("airflow", f"Airflow at {self.url} refused the credentials of user "
-                                  f"{self._username!r}") from None
+                raise TargetError(
+                    "airflow", f"Airflow at {self.url} refused the credentials of user {self._username!r}"
+                ) from None
             raise TransientError(f"Airflow at {self.url} answered {exc.code} to /auth/token", retry_after=15) from None
         except (OSError, ValueError, KeyError) as exc:
             raise self._unreachable(exc) from None
