@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
@@ -547,11 +548,19 @@ def serve(listen: str | None, workers: int) -> None:
         _fail(exc, "text")
     loop.start()
     click.echo(f"liminal serve: http://{host or '127.0.0.1'}:{port} (API /api/v1, /metrics, /healthz)", err=True)
+    # uvicorn returns after SIGTERM or SIGINT, once open requests are answered, and then raises the
+    # signal again: with the default handler the process would die before the loop stops, cutting
+    # reconciles short. This handler only notes it, so the loop stops cleanly and serve exits 0.
+    stop_signals: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _: stop_signals.append(received))
     try:
-        # uvicorn returns after SIGTERM or SIGINT, once open requests are answered
         uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning", access_log=False)
     finally:
         loop.stop()
+    structlog.get_logger("liminal.serve").info(
+        "serve.stopped", signal=signal.Signals(stop_signals[0]).name if stop_signals else None
+    )
 
 
 def _configure_logging() -> None:

@@ -152,7 +152,13 @@ class ReconcileLoop:
         poller = threading.Thread(target=self._poll, name="poller", daemon=True)
         poller.start()
         self._threads.append(poller)
-        log.info("loop.started", workers=self.workers, poll_interval=self.poll_interval, recovered=len(queued))
+        log.info(
+            "loop.started",
+            workers=self.workers,
+            poll_interval=self.poll_interval,
+            drift_interval=self.drift_interval,
+            recovered=len(queued),
+        )
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop taking work; wait for running reconciles to finish (each records as it goes, so one

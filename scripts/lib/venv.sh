@@ -10,6 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null \
+  2> >(grep -v "^WARNING: Location" >&2)
 python -m pip install --quiet --disable-pip-version-check -e ".[dev]" \
   2> >(grep -v "^WARNING: Location" >&2)
