@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from controller.config import SECRET_NAMES, controller_settings, placeholder_environ, read_config
+from controller.config import KNOWN_NAMES, SECRET_NAMES, controller_settings, placeholder_environ, read_config
 from controller.errors import ConfigError
+from tests.conftest import REPO
 
 
 def test_defaults_need_no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,3 +88,13 @@ def test_no_configured_secret_reaches_a_log_line(
         structlog.reset_defaults()
     assert "env-secret-1234" not in line and "file-secret-4242" not in line
     assert '"error": "https://***@host/r: denied"' in line and '"note": "***"' in line
+
+
+def test_the_readme_configuration_reference_lists_every_setting() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    reference = text[text.index("## Configuration reference") :]
+    reference = reference[: reference.index("\n## ", 1)]
+    rows = [line for line in reference.splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`([a-z_]+)`( 🔒)?", row.split(" | ")[0])}
+    assert {n for n, _ in named} >= KNOWN_NAMES, sorted(KNOWN_NAMES - {n for n, _ in named})
+    assert {n for n, lock in named if lock} == SECRET_NAMES  # each credential is marked as one
