@@ -20,7 +20,8 @@ ENV LIMINAL_HOME=/var/lib/liminal \
     PYTHONUNBUFFERED=1
 WORKDIR /var/lib/liminal
 EXPOSE 8080
+# asks the port LIMINAL_LISTEN names (8080 unless changed)
 HEALTHCHECK --interval=20s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+    CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('LIMINAL_LISTEN', ':8080').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 ENTRYPOINT ["liminal"]
 CMD ["serve"]

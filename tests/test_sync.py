@@ -367,3 +367,31 @@ def test_the_migrations_make_exactly_the_tables_the_code_uses(ledger: Ledger) ->
     with ledger.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), tables.metadata)
     assert differences == []
+
+
+@pytest.mark.parametrize("python", ["with tar filters", "before 3.11.4"])
+def test_an_archive_member_leading_out_is_refused(tmp_path: Path, python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+
+    from controller.sync.source import SourceError, extract_tar
+
+    if python == "before 3.11.4":  # Debian 12's Python 3.11.2 has no extraction filters
+        monkeypatch.delattr(tarfile, "tar_filter")
+
+    def archive(*members: tuple[str, bytes, int]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            for name, data, mode in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), mode
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    good = tmp_path / "good"
+    extract_tar(archive(("a/liminal.yml", b"name: x\n", 0o4777)), good)
+    assert (good / "a" / "liminal.yml").read_bytes() == b"name: x\n"
+    assert (good / "a" / "liminal.yml").stat().st_mode & 0o7777 == 0o755  # no set-id, no group/other write
+    with pytest.raises(SourceError, match="refusing"):
+        extract_tar(archive(("../escaped", b"x", 0o644)), tmp_path / "bad")
+    assert not (tmp_path / "escaped").exists()

@@ -20,14 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import git
 
 from controller.errors import LiminalError, TransientError
 from controller.model import RepoRef, Snapshot
 
-__all__ = ["GitCredentials", "GitSource", "SourceError", "sanitize"]
+__all__ = ["GitCredentials", "GitSource", "SourceError", "extract_tar", "sanitize"]
 
 _ASKPASS = """#!/bin/sh
 case "$1" in
@@ -60,6 +60,30 @@ def sanitize(text: str, secrets: tuple[str, ...] = ()) -> str:
         if secret:
             out = out.replace(secret, "***")
     return out
+
+
+def extract_tar(data: bytes, dest: Path) -> None:
+    """Extract a `git archive` tar into `dest` under the rules of tarfile's `tar` filter: a member
+    leading out of `dest` is refused (SourceError), set-id and group/other write bits are cleared.
+    Symlinks that lead out are kept, so that validation reports them with the file that holds them."""
+    with tarfile.open(fileobj=BytesIO(data)) as archive:
+        if hasattr(tarfile, "tar_filter"):
+            try:
+                archive.extractall(dest, filter="tar")
+            except tarfile.FilterError as exc:
+                raise SourceError(f"refusing archive member: {exc}") from exc
+            return
+        # Python before 3.11.4 (Debian 12's system 3.11.2) has no extraction filters: the same rules by hand
+        safe = []
+        for member in archive.getmembers():
+            parts = PurePosixPath(member.name).parts
+            if member.name.startswith("/") or ".." in parts or member.isdev():
+                raise SourceError(f"refusing archive member {member.name!r}")
+            if member.islnk() and (member.linkname.startswith("/") or ".." in PurePosixPath(member.linkname).parts):
+                raise SourceError(f"refusing hard link {member.name!r} to {member.linkname!r}")
+            member.mode &= 0o755  # no set-id, sticky, group or other write bits
+            safe.append(member)
+        archive.extractall(dest, members=safe)
 
 
 @contextmanager
@@ -148,10 +172,7 @@ class GitSource:
             folder.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
             try:
-                with tarfile.open(fileobj=BytesIO(data)) as archive:
-                    # the `tar` filter drops absolute and `..` member names; symlinks that lead out are
-                    # kept so validation reports them with the file that holds them
-                    archive.extractall(staging, filter="tar")
+                extract_tar(data, staging)
                 (staging / ".git").mkdir()  # marks the repository root for discovery
                 os.replace(staging, folder)
             finally:

@@ -78,8 +78,10 @@ _liminal_airflow_up() {
   ) || { echo "airflow db migrate failed; see $LIMINAL_AIRFLOW_HOME/logs/db-migrate.out" >&2; tail -20 "$LIMINAL_AIRFLOW_HOME/logs/db-migrate.out" >&2; return 1; }
   local part
   for part in api-server scheduler dag-processor triggerer; do
-    # each part in its own session, so that stopping it stops the workers it forks too
-    ( liminal_airflow_env; exec setsid airflow "$part" >"$LIMINAL_AIRFLOW_HOME/logs/$part.out" 2>&1 ) &
+    # each part in its own session, so that stopping it stops the workers it forks too; restarted
+    # when it dies, as systemd or Kubernetes would (Airflow 3.3's dag-processor can die of a
+    # StaleDataError when a DAG is deleted through the API while it deactivates the same DAG)
+    ( liminal_airflow_env; exec setsid bash -c 'while :; do airflow "$1"; echo "== airflow $1 exited ($?); restarting" >&2; sleep 2; done' _ "$part" >"$LIMINAL_AIRFLOW_HOME/logs/$part.out" 2>&1 ) &
     _liminal_airflow_pgids+=("$!")
   done
 }

@@ -94,7 +94,8 @@ _liminal_base_images() {
     tar -C "$dir" -c . | docker import --change 'ENV PATH=/bin' - "$LIMINAL_BUSYBOX_IMAGE" >/dev/null
     rm -rf "$dir"
   fi
-  if ! docker image inspect "$LIMINAL_PYTHON_BASE" >/dev/null 2>&1; then
+  # the recipe label changes when the recipe does: an image built by an older recipe is rebuilt
+  if [ "$(docker image inspect -f '{{index .Config.Labels "io.liminal-gitops.recipe"}}' "$LIMINAL_PYTHON_BASE" 2>/dev/null)" != 2 ]; then
     echo "== building $LIMINAL_PYTHON_BASE (debootstrap of Debian bookworm with python3 and pip; about a minute, once)"
     local root
     root="$(mktemp -d)"
@@ -103,12 +104,19 @@ _liminal_base_images() {
       tail -20 /tmp/liminal-debootstrap.log >&2
       return 1
     }
+    # the host's own CAs (a proxy's, a company's) as local CAs of the image: pip reaches PyPI through
+    # the same proxy, and apt's ca-certificates trigger in a later build keeps them
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+      cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+      chroot "$root" update-ca-certificates >/dev/null 2>&1
+    fi
     # the image is ours: pip may install into its system Python (PEP 668 marker removed)
     rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -c . | docker import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+      --change 'LABEL io.liminal-gitops.recipe=2' \
       - "$LIMINAL_PYTHON_BASE" >/dev/null
     rm -rf "$root"
   fi
