@@ -18,6 +18,7 @@ import structlog
 
 from controller.api import ServeSettings, make_app
 from controller.config import (
+    ControllerSettings,
     controller_settings,
     log_format,
     log_level,
@@ -159,8 +160,8 @@ def render_command(*, path: str, out: str, repo: str | None, commit: str, servin
         click.echo(f"wrote {written} file(s) to {out}", err=True)
 
 
-def _deps() -> tuple[Deps, Ledger]:
-    settings = controller_settings()
+def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
+    settings = settings or controller_settings()
     ledger = Ledger(settings.ledger_url)
     source = GitSource(
         settings.home / "git",
@@ -517,7 +518,7 @@ def serve(listen: str | None, workers: int) -> None:
 
     try:
         settings = controller_settings()
-        deps, ledger = _deps()
+        deps, ledger = _deps(settings)
         host, _, port = (listen or settings.listen).rpartition(":")
         if not port.isdigit():
             raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")

@@ -21,8 +21,12 @@ import pytest
 import sqlalchemy as sa
 
 from controller.ledger import Ledger
-from controller.model import Spec
+from controller.model import ResourceKind, Spec
+from controller.render import RenderSettings
 from controller.spec import discover, load
+from controller.sync.reconcile import Deps
+from controller.sync.source import GitSource
+from controller.targets.dag_folder import DagFolderTarget
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "liminal-examples"
@@ -155,6 +159,16 @@ def liminal(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 EXAMPLE = REPO / "examples" / "hello-liminal"
+
+
+def make_deps(tmp_path: Path, ledger: Ledger) -> Deps:
+    """Deps of a reconcile into a DAG folder (`tmp_path/dags`), with a git cache in `tmp_path/cache`."""
+    return Deps(
+        source=GitSource(tmp_path / "cache"),
+        ledger=ledger,
+        targets={ResourceKind.DAG: DagFolderTarget(tmp_path / "dags")},
+        settings=RenderSettings(),
+    )
 
 
 def need(name: str) -> str:

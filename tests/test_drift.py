@@ -14,22 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.ledger import Ledger
-from controller.model import RepoRef, ResourceKind, RunStatus
-from controller.render import RenderSettings
+from controller.model import RepoRef, RunStatus
 from controller.render.dags import repo_payload_folder
-from controller.sync.reconcile import Deps, observe_drift, reconcile
-from controller.sync.source import GitSource
-from controller.targets.dag_folder import DagFolderTarget
-from tests.conftest import cli_env, example_remote, liminal, need, running_controller
-
-
-def _deps(tmp_path: Path, ledger: Ledger) -> Deps:
-    return Deps(
-        source=GitSource(tmp_path / "cache"),
-        ledger=ledger,
-        targets={ResourceKind.DAG: DagFolderTarget(tmp_path / "dags")},
-        settings=RenderSettings(),
-    )
+from controller.sync.reconcile import observe_drift, reconcile
+from tests.conftest import cli_env, example_remote, liminal, make_deps, need, running_controller
 
 
 def _payload(root: Path, repo: str) -> Path:
@@ -46,7 +34,7 @@ def _edit_by_hand(payload: Path) -> str:
 def test_with_self_heal_off_drift_is_reported_and_left_until_it_is_switched_on(tmp_path: Path, ledger: Ledger) -> None:
     remote = example_remote(tmp_path)
     ledger.add_repo(RepoRef("hello", str(remote), self_heal=False))
-    deps = _deps(tmp_path, ledger)
+    deps = make_deps(tmp_path, ledger)
     assert reconcile("hello", deps).status is RunStatus.SUCCEEDED
     payload = _payload(tmp_path, "hello")
     deployed = payload.read_text()
@@ -74,7 +62,7 @@ def test_with_self_heal_off_drift_is_reported_and_left_until_it_is_switched_on(t
 def test_drift_is_observed_without_a_fetch_and_restored_while_git_is_down(tmp_path: Path, ledger: Ledger) -> None:
     remote = example_remote(tmp_path)
     ledger.add_repo(RepoRef("hello", str(remote)))
-    deps = _deps(tmp_path, ledger)
+    deps = make_deps(tmp_path, ledger)
     assert observe_drift("hello", deps) is None  # nothing deployed yet: nothing to observe
     first = reconcile("hello", deps)
     assert first.status is RunStatus.SUCCEEDED
@@ -101,10 +89,10 @@ def test_drift_is_observed_without_a_fetch_and_restored_while_git_is_down(tmp_pa
 def test_a_fresh_controller_observes_drift_with_an_empty_git_cache(tmp_path: Path, ledger: Ledger) -> None:
     remote = example_remote(tmp_path)
     ledger.add_repo(RepoRef("hello", str(remote)))
-    assert reconcile("hello", _deps(tmp_path, ledger)).status is RunStatus.SUCCEEDED
+    assert reconcile("hello", make_deps(tmp_path, ledger)).status is RunStatus.SUCCEEDED
     _edit_by_hand(_payload(tmp_path, "hello"))
     shutil.rmtree(tmp_path / "cache")  # a new pod: the ledger survives, the git cache does not
-    assert observe_drift("hello", _deps(tmp_path, ledger)) == ["dag/hello_training"]
+    assert observe_drift("hello", make_deps(tmp_path, ledger)) == ["dag/hello_training"]
 
 
 def _get(url: str) -> Any:

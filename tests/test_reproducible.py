@@ -1,10 +1,14 @@
-"""Git is the whole truth: lose the ledger and everything deployed, start a fresh controller on the
-same repository, and it converges to a hash-identical deployed state (images are found, not built)."""
+"""Git is the whole truth: lose the ledger and everything deployed (DAG files, serving containers,
+the git cache), start a fresh controller on the same repository, and it converges to a
+hash-identical deployed state: images are found in the registry, not built; the model is served
+again from the same image."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import docker
@@ -12,10 +16,11 @@ import sqlalchemy as sa
 
 from controller.ledger import Ledger, tables
 from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus
-from controller.render import RenderSettings
+from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
+from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import ImageTarget
 from tests.conftest import example_remote, need
 
@@ -27,8 +32,13 @@ def _deps(home: Path, ledger: Ledger, client: docker.DockerClient, builds: list[
         targets={
             ResourceKind.IMAGE: ImageTarget(client, on_build=builds.append),
             ResourceKind.DAG: DagFolderTarget(home / "dags"),
+            ResourceKind.SERVICE: DockerServingTarget(client),
         },
-        settings=RenderSettings(registry=need("LIMINAL_TEST_REGISTRY"), base_image=need("LIMINAL_TEST_BASE_IMAGE")),
+        settings=RenderSettings(
+            registry=need("LIMINAL_TEST_REGISTRY"),
+            base_image=need("LIMINAL_TEST_BASE_IMAGE"),
+            serving=ServingTarget.DOCKER,
+        ),
     )
 
 
@@ -40,19 +50,35 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
-def test_a_fresh_controller_converges_to_the_same_state(
-    tmp_path: Path, ledger: Ledger, docker_client: docker.DockerClient
-) -> None:
-    remote = example_remote(tmp_path, own_images=True)
-    ledger.add_repo(RepoRef("hello", str(remote)))
-    builds: list[BuildRecord] = []
-    first = reconcile("hello", _deps(tmp_path / "one", ledger, docker_client, builds))
-    assert first.status is RunStatus.SUCCEEDED, first.error
-    deployed = {k: (d.content_hash, d.commit) for k, d in ledger.deployed_state("hello").resources.items()}
-    files = _files(tmp_path / "one" / "dags")
-    assert len(builds) == 2 and files
+def _served(client: docker.DockerClient, repo: str) -> dict[str, object]:
+    """What the repository's serving containers run (role -> image id), and the model's answer."""
+    containers = client.containers.list(filters={"label": f"liminal-gitops/repo={repo}"})
+    images = {c.labels["liminal-gitops/role"]: c.image.id for c in containers}
+    port = next(c for c in containers if c.labels["liminal-gitops/role"] == "proxy").ports
+    url = f"http://{port['8080/tcp'][0]['HostIp']}:{port['8080/tcp'][0]['HostPort']}/predict"
+    request = urllib.request.Request(url, data=json.dumps({"x": 2}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {"images": images, "answer": json.loads(response.read())}
 
-    # every server is lost: the ledger's tables, the DAG folder, the git cache
+
+def test_a_fresh_controller_converges_to_the_same_state(
+    tmp_path: Path, ledger: Ledger, docker_client: docker.DockerClient, served_repo: str
+) -> None:
+    repo = served_repo
+    remote = example_remote(tmp_path, own_images=True)
+    ledger.add_repo(RepoRef(repo, str(remote)))
+    builds: list[BuildRecord] = []
+    first = reconcile(repo, _deps(tmp_path / "one", ledger, docker_client, builds))
+    assert first.status is RunStatus.SUCCEEDED, first.error
+    deployed = {k: (d.content_hash, d.commit) for k, d in ledger.deployed_state(repo).resources.items()}
+    assert {k.kind for k in deployed} == {ResourceKind.IMAGE, ResourceKind.DAG, ResourceKind.SERVICE}
+    files = _files(tmp_path / "one" / "dags")
+    served = _served(docker_client, repo)
+    assert len(builds) == 2 and files and served["answer"] == {"y": 5.0}
+
+    # every server is lost: the ledger's tables, the DAG folder, the serving containers, the git cache
+    for container in docker_client.containers.list(all=True, filters={"label": f"liminal-gitops/repo={repo}"}):
+        container.remove(force=True)
     with ledger.engine.begin() as conn:
         tables.metadata.drop_all(conn)
         conn.execute(sa.text("DROP TABLE alembic_version"))
@@ -60,12 +86,13 @@ def test_a_fresh_controller_converges_to_the_same_state(
     shutil.rmtree(tmp_path / "one")
     fresh = Ledger(ledger.url)  # migrated again from nothing
     assert fresh.repos() == []
-    fresh.add_repo(RepoRef("hello", str(remote)))
+    fresh.add_repo(RepoRef(repo, str(remote)))
     builds.clear()
-    again = reconcile("hello", _deps(tmp_path / "two", fresh, docker_client, builds))
+    again = reconcile(repo, _deps(tmp_path / "two", fresh, docker_client, builds))
     assert again.status is RunStatus.SUCCEEDED, again.error
-    assert {k: (d.content_hash, d.commit) for k, d in fresh.deployed_state("hello").resources.items()} == deployed
+    assert {k: (d.content_hash, d.commit) for k, d in fresh.deployed_state(repo).resources.items()} == deployed
     assert _files(tmp_path / "two" / "dags") == files  # byte-identical DAG delivery
+    assert _served(docker_client, repo) == served  # the same image ids serve the same answers
     assert builds == []  # the images were found in the registry by their content tags
     images = [o for o in again.outcomes if o.key.kind is ResourceKind.IMAGE]
     assert images and all(o.code.value == "in_sync" for o in images)

@@ -109,3 +109,126 @@ def test_rollback_reverts_in_git_builds_nothing_and_restores_dag_and_service(
     # which commit each resource came from
     provenance = json.loads(liminal("history", repo, "--resources", "--format", "json", env=env).stdout)
     assert {(r["kind"], r["name"]): r["commit"] for r in provenance}[("dag", dag)] == head
+
+
+# The git side of rollback, on real repositories with images off: what it pushes and what it refuses.
+
+
+def _origin_and_clone(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare origin holding the example, and a developer's clone of it."""
+    work = example_remote(tmp_path)
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(origin))
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "fetch", "-q", "origin")
+    git(work, "branch", "-q", "--set-upstream-to=origin/main")
+    return origin, work
+
+
+def _schedule(env: dict[str, str], repo: str) -> str:
+    payload = Path(env["LIMINAL_DAGS_FOLDER"]) / repo_payload_folder(repo) / "hello_training.json"
+    return str(json.loads(payload.read_text())["schedule"])
+
+
+def _merge_pull_request(work: Path, branch: str, schedule: str) -> str:
+    """A pull request's branch changing the schedule, merged with a merge commit, and pushed."""
+    git(work, "checkout", "-q", "-b", branch)
+    yml = work / "liminal.yml"
+    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", f"schedule: {schedule}"))
+    commit_all(work, f"{branch}: schedule {schedule}")
+    git(work, "checkout", "-q", "main")
+    git(work, "merge", "-q", "--no-ff", "-m", f"Merge pull request #1 from {branch}", branch)
+    git(work, "push", "-q", "origin", "main")
+    return git(work, "rev-parse", "HEAD")
+
+
+def test_rollback_undoes_a_merged_pull_request_and_goes_back_over_several_commits(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    origin, work = _origin_and_clone(tmp_path)
+    env = cli_env(tmp_path, ledger, LIMINAL_IMAGES="off")
+    good = git(origin, "rev-parse", "main")
+    assert liminal("repo", "add", str(origin), "--name", "hello", env=env).returncode == 0
+    assert liminal("sync", "hello", env=env).returncode == 0
+    merge = _merge_pull_request(work, "nightly", "0 3 * * *")
+    assert liminal("sync", "hello", env=env).returncode == 0
+    assert _schedule(env, "hello") == "0 3 * * *"
+
+    # `git revert` refuses a merge commit without -m; rollback undoes it as GitHub's Revert button does
+    rolled = liminal("rollback", "hello", env=env)
+    assert rolled.returncode == 0, rolled.stderr
+    head = git(origin, "rev-parse", "main")
+    assert git(origin, "rev-parse", "main^") == merge
+    assert git(origin, "diff", good, head) == ""
+    assert git(origin, "log", "-1", "--format=%s", "main") == f"Revert {merge[:12]} Merge pull request #1 from nightly"
+    assert _schedule(env, "hello") == "0 6 * * *"
+
+    # two more changes, one of them merged; --to goes back over both in one commit
+    git(work, "pull", "-q", "--ff-only")
+    merged = _merge_pull_request(work, "hourly", "0 * * * *")
+    (work / "NOTES.md").write_text("notes\n")
+    direct = commit_all(work, "notes")
+    git(work, "push", "-q", "origin", "main")
+    assert liminal("sync", "hello", env=env).returncode == 0
+    assert _schedule(env, "hello") == "0 * * * *"
+    rolled = liminal("rollback", "hello", "--to", head[:10], env=env)
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"reverting 2 commit(s): {direct[:12]}, {merged[:12]}" in rolled.stdout
+    newest = git(origin, "rev-parse", "main")
+    assert git(origin, "diff", head, newest) == ""
+    message = git(origin, "log", "-1", "--format=%B", "main")
+    assert message.startswith(f"Roll back main to {head[:12]}")
+    assert f"- {direct[:12]} notes" in message and f"- {merged[:12]} Merge pull request #1 from hourly" in message
+    assert _schedule(env, "hello") == "0 6 * * *"
+    provenance = json.loads(liminal("history", "hello", "--resources", "--format", "json", env=env).stdout)
+    assert {r["commit"] for r in provenance} == {newest}
+
+
+def test_rollback_refuses_what_it_cannot_do_and_leaves_the_branch_alone(tmp_path: Path, ledger: Ledger) -> None:
+    origin, work = _origin_and_clone(tmp_path)
+    env = cli_env(tmp_path, ledger, LIMINAL_IMAGES="off")
+    first = git(origin, "rev-parse", "main")
+    assert liminal("repo", "add", str(origin), "--name", "hello", env=env).returncode == 0
+
+    def refused(*args: str) -> str:
+        before = git(origin, "rev-parse", "main")
+        out = liminal("rollback", "hello", *args, env=env)
+        assert out.returncode == 1 and out.stdout == "", (out.stdout, out.stderr)
+        assert git(origin, "rev-parse", "main") == before  # nothing was pushed
+        return out.stderr.strip()
+
+    assert refused() == f"error: hello: {first[:12]} is the first commit of main: there is nothing before it"
+    # a commit the controller fetched, then force-pushed away: known, but no longer the branch's
+    (work / "NOTES.md").write_text("notes\n")
+    gone = commit_all(work, "pushed, then force-pushed away")
+    git(work, "push", "-q", "origin", "main")
+    assert liminal("sync", "hello", env=env).returncode == 0
+    git(work, "reset", "-q", "--hard", first)
+    (work / "README.md").write_text("readme\n")
+    commit_all(work, "readme")
+    git(work, "push", "-q", "--force", "origin", "main")
+    head = git(origin, "rev-parse", "main")
+    git(work, "checkout", "-q", "-b", "unmerged")
+    (work / "OTHER.md").write_text("other\n")
+    unmerged = commit_all(work, "on another branch only")
+    git(work, "push", "-q", "origin", "unmerged")
+    git(work, "checkout", "-q", "main")
+
+    assert refused("--to", "no-such-commit") == "error: hello: 'no-such-commit' is not a commit of main"
+    assert refused("--to", "--upload-pack=touch") == "error: hello: '--upload-pack=touch' is not a commit of main"
+    assert refused("--to", unmerged) == f"error: hello: '{unmerged}' is not a commit of main"
+    assert refused("--to", gone) == (
+        f"error: hello: {gone[:12]} is not in the history of main (at {head[:12]}):"
+        " a rollback goes back to one of the branch's own commits"
+    )
+    assert refused("--to", head) == f"error: hello: main is at {head[:12]} already: nothing to roll back"
+    # a revert already pushed by hand: the branch holds the files of its target already
+    git(work, "revert", "--no-edit", "HEAD")
+    git(work, "revert", "--no-edit", "HEAD")
+    git(work, "push", "-q", "origin", "main")
+    again = git(origin, "rev-parse", "main")
+    assert refused("--to", head) == (
+        f"error: hello: main at {again[:12]} holds the same files as {head[:12]} already: nothing to roll back"
+    )
+    unknown = liminal("rollback", "unknown", env=env)
+    assert unknown.returncode == 2 and "no tracked repository named 'unknown'" in unknown.stderr

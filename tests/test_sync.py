@@ -20,7 +20,7 @@ from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
-from tests.conftest import commit_all, example_remote, git
+from tests.conftest import commit_all, example_remote, git, make_deps
 from tests.git_http import serve_git, url_of
 
 
@@ -33,15 +33,6 @@ def remote(tmp_path: Path) -> Path:
 def write_file(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def make_deps(tmp_path: Path, ledger: Ledger) -> Deps:
-    return Deps(
-        source=GitSource(tmp_path / "cache"),
-        ledger=ledger,
-        targets={ResourceKind.DAG: DagFolderTarget(tmp_path / "dags")},
-        settings=RenderSettings(),
-    )
 
 
 def render_only_deps(tmp_path: Path, cache: RenderCache | None = None) -> Deps:

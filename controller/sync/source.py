@@ -197,30 +197,31 @@ class GitSource:
             return self.checkout(repo, newest)
 
     def revert(self, repo: RepoRef, to: str | None = None) -> tuple[str, list[str]]:
-        """Revert the branch's newest commit, or every commit after `to`, as new commits on the
-        branch, and push them (the GitOps way: git keeps the whole story). Returns the new head and
-        the reverted commits, newest first."""
+        """Undo the branch's newest commit, or every commit after `to`, as one new commit on the
+        branch, and push it (the GitOps way: git keeps the whole story). Returns the new head and
+        the undone commits (the branch's own, first-parent history), newest first.
+
+        The new commit's tree is the tree of `to` (or of the newest commit's first parent), so a
+        merge commit, as a merged pull request makes, is undone as GitHub's Revert button does,
+        and a range never stops on a conflict halfway."""
         head = self.resolve(repo)
         work = Path(tempfile.mkdtemp(prefix="rollback-", dir=self._folder(repo)))
         try:
             clone = git.Repo.clone_from(str(self._folder(repo) / "mirror.git"), work, branch=repo.branch)
             run = clone.git
+            target, reverted = self._rollback_target(repo, run, head, to)
             try:
-                if to is None:
-                    reverted = [head]
-                else:
-                    target = str(run.rev_parse("--verify", f"{to}^{{commit}}"))
-                    run.merge_base("--is-ancestor", target, head)
-                    reverted = [c for c in str(run.rev_list(f"{target}..{head}")).split() if c]
-                if not reverted:
-                    raise SourceError(f"{repo.name} is at {head[:12]} already: nothing to revert")
+                run.read_tree("-u", "--reset", target)
+                if not run.diff("--cached", "--name-only", head):
+                    raise SourceError(
+                        f"{repo.name}: {repo.branch} at {head[:12]} holds the same files as {target[:12]} already:"
+                        " nothing to roll back"
+                    )
                 identity = ("-c", "user.name=liminal-gitops", "-c", "user.email=liminal-gitops@localhost")
-                for commit in reverted:  # newest first, so each revert applies on top of the next
-                    run.execute(["git", *identity, "revert", "--no-commit", commit])
                 subjects = [f"{c[:12]} {run.log('-1', '--format=%s', c)}" for c in reverted]
-                title = f"Roll back {repo.branch} to {to[:12]}" if to else f"Revert {subjects[0]}"
+                title = f"Roll back {repo.branch} to {target[:12]}" if to else f"Revert {subjects[0]}"
                 message = f"{title}\n\nliminal rollback reverted:\n" + "\n".join(f"- {s}" for s in subjects)
-                run.execute(["git", *identity, "commit", "-m", message])
+                run.execute(["git", *identity, "commit", "-q", "-m", message])
                 new_head = str(run.rev_parse("HEAD"))
                 with clone.git.custom_environment(**self._env()):
                     run.push("--", repo.url, f"HEAD:refs/heads/{repo.branch}")
@@ -230,6 +231,32 @@ class GitSource:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return new_head, reverted
+
+    @staticmethod
+    def _rollback_target(repo: RepoRef, run: git.Git, head: str, to: str | None) -> tuple[str, list[str]]:
+        """The commit whose files a rollback restores, and the branch's commits it undoes (newest first)."""
+        if to is None:
+            try:
+                return str(run.rev_parse("--verify", f"{head}^1")), [head]
+            except git.GitCommandError:
+                raise SourceError(
+                    f"{repo.name}: {head[:12]} is the first commit of {repo.branch}: there is nothing before it"
+                ) from None
+        try:
+            target = str(run.rev_parse("--verify", "--end-of-options", f"{to}^{{commit}}"))
+        except git.GitCommandError:
+            raise SourceError(f"{repo.name}: {to!r} is not a commit of {repo.branch}") from None
+        try:
+            run.merge_base("--is-ancestor", target, head)
+        except git.GitCommandError:
+            raise SourceError(
+                f"{repo.name}: {target[:12]} is not in the history of {repo.branch} (at {head[:12]}):"
+                " a rollback goes back to one of the branch's own commits"
+            ) from None
+        reverted = [c for c in str(run.rev_list("--first-parent", f"{target}..{head}")).split() if c]
+        if not reverted:
+            raise SourceError(f"{repo.name}: {repo.branch} is at {head[:12]} already: nothing to roll back")
+        return target, reverted
 
     def trees(self, snapshot: Snapshot) -> dict[str, str]:
         """Git's tree id of each directory of the snapshot ('' is the root), leaving out every
