@@ -60,9 +60,9 @@ def main() -> None:
     repo = f"bench-rollback-{run}"
     builds: list[BuildRecord] = []
 
-    def deps(base: Path, ledger: Ledger, prefix: str) -> Deps:
+    def deps(base: Path, ledger: Ledger, prefix: str, source: GitSource) -> Deps:
         return Deps(
-            source=GitSource(base / "cache"),
+            source=source,
             ledger=ledger,
             targets={
                 ResourceKind.IMAGE: ImageTarget(client, on_build=builds.append),
@@ -95,7 +95,8 @@ def main() -> None:
             git(work, "remote", "add", "origin", str(origin))
             ledger = Ledger(f"sqlite:///{base / 'ledger.db'}")
             ledger.add_repo(RepoRef(repo, str(origin)))
-            ours = deps(base / "ours", ledger, registry)
+            git_source = GitSource(base / "ours" / "cache")
+            ours = deps(base / "ours", ledger, registry, git_source)
             first = timed_sync(ours)
             good = _predict(client, repo)
 
@@ -108,7 +109,7 @@ def main() -> None:
 
             # liminal rollback: the revert commit pushed, then the sync; timed until the old model answers
             start = time.perf_counter()
-            ours.source.revert(ledger.repo(repo))
+            git_source.revert(ledger.repo(repo))
             revert_s = time.perf_counter() - start
             rolled = timed_sync(ours)
             rollback_s = time.perf_counter() - start
@@ -119,7 +120,9 @@ def main() -> None:
             # model switches over from the live version as the rollback's did
             elsewhere = Ledger(f"sqlite:///{base / 'elsewhere.db'}")
             elsewhere.add_repo(RepoRef(repo, str(origin)))
-            rebuilt = timed_sync(deps(base / "elsewhere", elsewhere, f"{registry}/rebuild{run}"))
+            rebuilt = timed_sync(
+                deps(base / "elsewhere", elsewhere, f"{registry}/rebuild{run}", GitSource(base / "elsewhere" / "cache"))
+            )
             assert _predict(client, repo) == good
             ledger.close()
             elsewhere.close()
