@@ -40,12 +40,11 @@ from controller.targets.images import ImageTarget
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-liminal"
 
 
-def _predict(client: docker.DockerClient, repo: str) -> object:
+def _predict(serving: DockerServingTarget, ledger: Ledger, repo: str) -> object:
     """The served model's answer to x=2, through the service's stable endpoint."""
-    proxy = client.containers.list(filters={"label": [f"liminal-gitops/repo={repo}", "liminal-gitops/role=proxy"]})[0]
-    bound = proxy.ports["8080/tcp"][0]
-    url = f"http://{bound['HostIp']}:{bound['HostPort']}/predict"
-    request = urllib.request.Request(url, data=json.dumps({"x": 2}).encode(), method="POST")
+    deployed = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
+    (endpoint,) = serving.endpoints(deployed).values()
+    request = urllib.request.Request(f"{endpoint.url}/predict", data=json.dumps({"x": 2}).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -56,6 +55,7 @@ def main() -> None:
     registry = os.environ.get("LIMINAL_TEST_REGISTRY", "127.0.0.1:5055")
     base_image = os.environ.get("LIMINAL_TEST_BASE_IMAGE", "liminal/python-base:bookworm")
     client = docker.from_env()
+    serving = DockerServingTarget(client)
     run = uuid.uuid4().hex[:8]  # fresh image names: nothing from an earlier run is found
     repo = f"bench-rollback-{run}"
     builds: list[BuildRecord] = []
@@ -67,7 +67,7 @@ def main() -> None:
             targets={
                 ResourceKind.IMAGE: ImageTarget(client, on_build=builds.append),
                 ResourceKind.DAG: DagFolderTarget(base / "dags"),
-                ResourceKind.SERVICE: DockerServingTarget(client),
+                ResourceKind.SERVICE: serving,
             },
             settings=RenderSettings(registry=prefix, base_image=base_image, serving=ServingTarget.DOCKER),
         )
@@ -98,14 +98,14 @@ def main() -> None:
             git_source = GitSource(base / "ours" / "cache")
             ours = deps(base / "ours", ledger, registry, git_source)
             first = timed_sync(ours)
-            good = _predict(client, repo)
+            good = _predict(serving, ledger, repo)
 
             model = work / "serving" / "model.py"
             model.write_text(model.read_text().replace("2 * float", "-1 * float"))
             git(work, "commit", "-q", "-am", "a bad model")
             git(work, "push", "-q", "origin", "main")
             bad = timed_sync(ours)
-            assert _predict(client, repo) != good
+            assert _predict(serving, ledger, repo) != good
 
             # liminal rollback: the revert commit pushed, then the sync; timed until the old model answers
             start = time.perf_counter()
@@ -113,7 +113,7 @@ def main() -> None:
             revert_s = time.perf_counter() - start
             rolled = timed_sync(ours)
             rollback_s = time.perf_counter() - start
-            assert _predict(client, repo) == good
+            assert _predict(serving, ledger, repo) == good
 
             # the same revert commit deployed where no image is found by its content (a registry
             # path of its own): every image is built again, the engine's layer cache warm; the
@@ -123,7 +123,7 @@ def main() -> None:
             rebuilt = timed_sync(
                 deps(base / "elsewhere", elsewhere, f"{registry}/rebuild{run}", GitSource(base / "elsewhere" / "cache"))
             )
-            assert _predict(client, repo) == good
+            assert _predict(serving, elsewhere, repo) == good
             ledger.close()
             elsewhere.close()
     finally:

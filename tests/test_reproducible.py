@@ -50,15 +50,16 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
-def _served(client: docker.DockerClient, repo: str) -> dict[str, object]:
-    """What the repository's serving containers run (role -> image id), and the model's answer."""
+def _served(client: docker.DockerClient, ledger: Ledger, repo: str) -> dict[str, object]:
+    """What the repository's serving containers run (role -> image id), the service's health as
+    the target reports it, and the model's answer on its endpoint."""
     containers = client.containers.list(filters={"label": f"liminal-gitops/repo={repo}"})
     images = {c.labels["liminal-gitops/role"]: c.image.id for c in containers}
-    port = next(c for c in containers if c.labels["liminal-gitops/role"] == "proxy").ports
-    url = f"http://{port['8080/tcp'][0]['HostIp']}:{port['8080/tcp'][0]['HostPort']}/predict"
-    request = urllib.request.Request(url, data=json.dumps({"x": 2}).encode(), method="POST")
+    deployed = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
+    (endpoint,) = DockerServingTarget(client).endpoints(deployed).values()
+    request = urllib.request.Request(f"{endpoint.url}/predict", data=json.dumps({"x": 2}).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
-        return {"images": images, "answer": json.loads(response.read())}
+        return {"images": images, "health": endpoint.health, "answer": json.loads(response.read())}
 
 
 def test_a_fresh_controller_converges_to_the_same_state(
@@ -73,8 +74,8 @@ def test_a_fresh_controller_converges_to_the_same_state(
     deployed = {k: (d.content_hash, d.commit) for k, d in ledger.deployed_state(repo).resources.items()}
     assert {k.kind for k in deployed} == {ResourceKind.IMAGE, ResourceKind.DAG, ResourceKind.SERVICE}
     files = _files(tmp_path / "one" / "dags")
-    served = _served(docker_client, repo)
-    assert len(builds) == 2 and files and served["answer"] == {"y": 5.0}
+    served = _served(docker_client, ledger, repo)
+    assert len(builds) == 2 and files and served["answer"] == {"y": 5.0} and served["health"] == "healthy"
 
     # every server is lost: the ledger's tables, the DAG folder, the serving containers, the git cache
     for container in docker_client.containers.list(all=True, filters={"label": f"liminal-gitops/repo={repo}"}):
@@ -92,7 +93,7 @@ def test_a_fresh_controller_converges_to_the_same_state(
     assert again.status is RunStatus.SUCCEEDED, again.error
     assert {k: (d.content_hash, d.commit) for k, d in fresh.deployed_state(repo).resources.items()} == deployed
     assert _files(tmp_path / "two" / "dags") == files  # byte-identical DAG delivery
-    assert _served(docker_client, repo) == served  # the same image ids serve the same answers
+    assert _served(docker_client, fresh, repo) == served  # the same image ids serve the same answers
     assert builds == []  # the images were found in the registry by their content tags
     images = [o for o in again.outcomes if o.key.kind is ResourceKind.IMAGE]
     assert images and all(o.code.value == "in_sync" for o in images)
