@@ -92,3 +92,58 @@ DOCS: st.SearchStrategy[Any] = st.recursive(
 @given(doc=st.one_of(DOCS, st.dictionaries(KEYS, DOCS, max_size=6).map(lambda d: {"name": "n", **d})))
 def test_arbitrary_yaml(tmp_path: Path, doc: Any) -> None:
     _load_bytes(tmp_path, yaml.safe_dump(doc).encode())
+
+
+# ---- .dockerignore matcher: the automaton agrees with moby's regex translation ---------------
+
+
+def _moby_regex(pattern: str) -> str:
+    """moby/patternmatcher's translation, for short patterns only (a regex backtracks)."""
+    import re
+
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1
+            out += ".*" if i == len(pattern) else "(?:.*/)?"
+            continue
+        out += {"*": "[^/]*", "?": "[^/]"}.get(c, re.escape(c))
+        i += 1
+    return out
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    pattern=st.text(alphabet="ab/*?.", min_size=1, max_size=8),
+    path=st.lists(st.text(alphabet="ab.", min_size=1, max_size=4), min_size=1, max_size=4).map("/".join),
+)
+def test_dockerignore_matcher_agrees_with_moby(pattern: str, path: str) -> None:
+    import posixpath
+    import re
+
+    from controller.render.dockerignore import parse_dockerignore
+
+    cleaned = posixpath.normpath(pattern).lstrip("/")
+    if cleaned in ("", "."):
+        return
+    regex = re.compile(_moby_regex(cleaned))
+    parts = path.split("/")
+    expected = any(regex.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1))
+    assert parse_dockerignore(pattern).ignores(path) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200), path=st.text(max_size=100))
+def test_dockerignore_never_crashes(text: str, path: str) -> None:
+    from controller.render.dockerignore import IgnoreSyntaxError, parse_dockerignore
+
+    try:
+        rules = parse_dockerignore(text)
+    except IgnoreSyntaxError as exc:
+        assert exc.line >= 1
+        return
+    rules.ignores(path)
+    assert rules.budget >= rules.limit - len(rules.patterns) * max(len(path), 1)

@@ -322,6 +322,17 @@ def test_local_docker_run_spec(tmp_path: Path) -> None:
         ("**", "anything/at/all", True),
         ("doc/**/*.md", "doc/a/b/c.md", True),
         ("doc/**/*.md", "doc/c.md", True),
+        # moby's patternmatcher: `**` inside a pattern is zero or more whole directories
+        ("a**b", "ab", True),
+        ("a**b", "ax/b", True),
+        ("a**b", "axb", False),
+        ("**/b", "abab", False),
+        ("data/**", "data/x/y", True),
+        ("data/**", "database", False),
+        ("a\\*", "a*", True),
+        ("a\\*", "ab", False),
+        ("[!a]x", "ax", False),
+        ("*\n!keep*\n!x", "keep.txt", False),
     ],
 )
 def test_dockerignore_matches_like_docker(patterns: str, path: str, ignored: bool) -> None:

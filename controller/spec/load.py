@@ -20,6 +20,7 @@ from typing import Any
 import fastjsonschema
 
 from controller.errors import InputError
+from controller.files import FileRefusedError, read_repository_file
 from controller.model import Memo, Problem, Spec, System, memoized
 from controller.spec.resolve import Document, resolve_system
 from controller.spec.schema import check_schema, jsonable, load_schema
@@ -99,22 +100,11 @@ class _Parsed:
 
 
 def _read(source: SourceFile, limits: Limits) -> tuple[bytes | None, list[Problem]]:
+    # a liminal.yml is repository content: a symlink to /dev/zero or /proc/self/environ is refused
     try:
-        size = source.path.stat().st_size
-        if size > limits.max_bytes:
-            return None, [
-                Problem(
-                    source.display,
-                    1,
-                    1,
-                    "$",
-                    f"file is {size} bytes; the limit is {limits.max_bytes}",
-                    "too-large",
-                )
-            ]
-        return source.path.read_bytes(), []
-    except OSError as exc:
-        return None, [Problem(source.display, 1, 1, "$", f"cannot read file: {exc.strerror}", "io")]
+        return read_repository_file(source.path, source.root, limits.max_bytes), []
+    except FileRefusedError as exc:
+        return None, [Problem(source.display, 1, 1, "$", str(exc), exc.rule)]
 
 
 def _parse(data: bytes, display: str, limits: Limits) -> tuple[Node | None, list[Problem]]:
