@@ -39,10 +39,13 @@ from controller.render import RenderSettings, render
 from controller.render.dags import repo_loader, repo_payload_folder
 from controller.spec import discover, load
 from controller.sync.reconcile import Deps, reconcile
-from controller.sync.source import GitSource
+from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
+
+LOCAL_REMOTES = RemotePolicy(allow_local=True)
+"""The benchmarks' remotes are repositories on this machine."""
 
 PIPELINES = 10
 COMMITS = 20
@@ -181,7 +184,7 @@ def main() -> None:
         name = f"bench-{run}"
         ledger.add_repo(RepoRef(name, str(remote)))
         target = AirflowTarget(DagFolderTarget(dags), AirflowApi(url, username=username, password=password))
-        deps = Deps(GitSource(base / "git"), ledger, {ResourceKind.DAG: target}, RenderSettings())
+        deps = Deps(GitSource(base / "git", policy=LOCAL_REMOTES), ledger, {ResourceKind.DAG: target}, RenderSettings())
         started = time.perf_counter()
         first = reconcile(name, deps)
         assert first.status is RunStatus.SUCCEEDED, first.error

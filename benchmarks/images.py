@@ -25,9 +25,12 @@ from controller.ledger import Ledger
 from controller.model import BuildRecord, ImageBuild, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.reconcile import Deps, desired_for, reconcile
-from controller.sync.source import GitSource
+from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import ImageTarget, context_tar
+
+LOCAL_REMOTES = RemotePolicy(allow_local=True)
+"""The benchmarks' remotes are repositories on this machine."""
 
 IMAGES = 20
 
@@ -74,7 +77,7 @@ def main() -> None:
         ledger.add_repo(RepoRef("bench", str(remote)))
         builds: list[BuildRecord] = []
         deps = Deps(
-            source=GitSource(base / "cache"),
+            source=GitSource(base / "cache", policy=LOCAL_REMOTES),
             ledger=ledger,
             targets={
                 ResourceKind.IMAGE: ImageTarget(client, on_build=builds.append),

@@ -32,10 +32,13 @@ from controller.ledger import Ledger
 from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
-from controller.sync.source import GitSource
+from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import ImageTarget
+
+LOCAL_REMOTES = RemotePolicy(allow_local=True)
+"""The benchmarks' remotes are repositories on this machine."""
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-liminal"
 
@@ -95,7 +98,7 @@ def main() -> None:
             git(work, "remote", "add", "origin", str(origin))
             ledger = Ledger(f"sqlite:///{base / 'ledger.db'}")
             ledger.add_repo(RepoRef(repo, str(origin)))
-            git_source = GitSource(base / "ours" / "cache")
+            git_source = GitSource(base / "ours" / "cache", policy=LOCAL_REMOTES)
             ours = deps(base / "ours", ledger, registry, git_source)
             first = timed_sync(ours)
             good = _predict(serving, ledger, repo)
@@ -121,7 +124,12 @@ def main() -> None:
             elsewhere = Ledger(f"sqlite:///{base / 'elsewhere.db'}")
             elsewhere.add_repo(RepoRef(repo, str(origin)))
             rebuilt = timed_sync(
-                deps(base / "elsewhere", elsewhere, f"{registry}/rebuild{run}", GitSource(base / "elsewhere" / "cache"))
+                deps(
+                    base / "elsewhere",
+                    elsewhere,
+                    f"{registry}/rebuild{run}",
+                    GitSource(base / "elsewhere" / "cache", policy=LOCAL_REMOTES),
+                )
             )
             assert _predict(serving, elsewhere, repo) == good
             ledger.close()

@@ -26,8 +26,11 @@ from controller.model import RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.cache import RenderCache
 from controller.sync.reconcile import Deps, reconcile
-from controller.sync.source import GitSource
+from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
+
+LOCAL_REMOTES = RemotePolicy(allow_local=True)
+"""The benchmarks' remotes are repositories on this machine."""
 
 PIPELINES = 200
 WARM_RUNS = 10
@@ -96,7 +99,7 @@ def timed(repo: str, deps: Deps) -> tuple[float, RunStatus, int]:
 
 def _checkout_ms(remote: Path) -> float:
     """Time a fresh checkout of the branch head (the source stage's file writes)."""
-    source = GitSource(Path(tempfile.mkdtemp()))
+    source = GitSource(Path(tempfile.mkdtemp()), policy=LOCAL_REMOTES)
     ref = RepoRef("bench", str(remote))
     commit = source.resolve(ref)
     start = time.perf_counter()
@@ -116,7 +119,7 @@ def main() -> None:
 
         def deps(cache: RenderCache) -> Deps:
             return Deps(
-                source=GitSource(base / "cache"),
+                source=GitSource(base / "cache", policy=LOCAL_REMOTES),
                 ledger=ledger,
                 targets={ResourceKind.DAG: DagFolderTarget(base / "dags")},
                 settings=RenderSettings(),

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -19,6 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 
 from controller.errors import InputError, LiminalError
 from controller.ledger import Ledger
@@ -26,16 +31,36 @@ from controller.model import Delivery
 from controller.sync.loop import ReconcileLoop
 from controller.sync.plan import plan
 from controller.sync.reconcile import desired_for
+from controller.sync.source import sanitize
 from controller.views import run_json
 from webhooks import github, gitlab
-from webhooks.events import WebhookError, WebhookEvent, same_repository
+from webhooks.events import WebhookError, WebhookEvent, check_header, same_repository
 
-__all__ = ["MAX_BODY", "ServeSettings", "make_app"]
+__all__ = ["MAX_BODIES_IN_FLIGHT", "MAX_BODY", "ServeSettings", "make_app"]
 
 log = structlog.get_logger("liminal.api")
 
 MAX_BODY = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; anything larger is refused unread."""
+
+MAX_BODIES_IN_FLIGHT = 8
+"""Webhook bodies read at once; a delivery beyond that gets 503 at once (GitHub and GitLab show it
+for redelivery) instead of holding a connection and memory."""
+
+BODY_CHUNK_TIMEOUT = 10.0
+"""Seconds a client may pause while sending a body (a slow-loris connection gets 408)."""
+
+BODY_TIMEOUT = 60.0
+"""Seconds a whole body may take to arrive."""
+
+READY_TIMEOUT = 2.0
+"""Seconds /readyz waits for the ledger before it answers "not ready"."""
+
+PLANS_AT_ONCE = 2
+"""On-demand plans (a fetch and a render each) computed at once for the API."""
+
+SPOOL_IN_MEMORY = 1 << 20
+"""Bytes of a body kept in memory while it is read and verified; the rest waits in a temporary file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +107,36 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     # ---- webhooks --------------------------------------------------------------------------------
 
+    bodies = _BodyLimit(MAX_BODIES_IN_FLIGHT)
+    # blocking ledger writes and lookups of webhook intake run here, never on the event loop
+    intake = anyio.CapacityLimiter(MAX_BODIES_IN_FLIGHT)
+
     async def github_webhook(request: Request) -> JSONResponse:
-        body = await _body(request)
-        event, delivery_id = _headers(request, "X-GitHub-Event", "X-GitHub-Delivery")
+        _content_headers(request)
+        event = check_header("X-GitHub-Event", request.headers.get("X-GitHub-Event"))
+        delivery_id = check_header("X-GitHub-Delivery", request.headers.get("X-GitHub-Delivery"))
+        mac = None
+        signature = None
         if settings.github_secret:
-            github.verify(settings.github_secret.encode(), body, request.headers.get("X-Hub-Signature-256"))
-        return _accept(github.parse(delivery_id, event, body))
+            # refused before a byte of the body is read when the header cannot be a signature
+            signature = github.signature_header(request.headers.get("X-Hub-Signature-256"))
+            mac = hmac.new(settings.github_secret.encode(), digestmod="sha256")
+        check = partial(github.check_digest, mac, signature) if mac is not None and signature is not None else None
+        body = await bodies.read(request, mac, check)
+        parsed = github.parse(delivery_id, event, body)
+        return await anyio.to_thread.run_sync(_accept, parsed, limiter=intake)
 
     async def gitlab_webhook(request: Request) -> JSONResponse:
-        body = await _body(request)
+        _content_headers(request)
         uuid_header = "X-Gitlab-Event-UUID" if "X-Gitlab-Event-UUID" in request.headers else "Idempotency-Key"
-        event, delivery_id = _headers(request, "X-Gitlab-Event", uuid_header)
+        event = check_header("X-Gitlab-Event", request.headers.get("X-Gitlab-Event"))
+        delivery_id = check_header(uuid_header, request.headers.get(uuid_header))
         if settings.gitlab_token:
+            # the token is a header: a wrong one costs no body read
             gitlab.verify(settings.gitlab_token.encode(), request.headers.get("X-Gitlab-Token"))
-        return _accept(gitlab.parse(delivery_id, event, body))
+        body = await bodies.read(request)
+        parsed = gitlab.parse(delivery_id, event, body)
+        return await anyio.to_thread.run_sync(_accept, parsed, limiter=intake)
 
     if serve_github:
         app.add_api_route("/webhooks/github", github_webhook, methods=["POST"], status_code=202)
@@ -143,7 +184,14 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             deliveries.labels(event.provider, "duplicate").inc()
             return JSONResponse({"status": "duplicate", "delivery": event.delivery_id}, status_code=202)
         if status == "queued" and event.kind == "pull_request":
-            loop.request_check(dataclasses.replace(record, id=row))
+            if not loop.request_check(dataclasses.replace(record, id=row)):
+                ledger.finish_deliveries([row], "ignored", "too many pull-request checks are waiting")
+                deliveries.labels(event.provider, "503").inc()
+                return JSONResponse(
+                    {"status": "refused", "delivery": event.delivery_id, "reason": "too many checks are waiting"},
+                    status_code=503,
+                    headers={"Retry-After": "60"},
+                )
         elif status == "queued":
             for repo in targets:
                 loop.request(repo, "webhook", [row] if repo == targets[0] else [], commit=event.commit)
@@ -155,18 +203,31 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     # ---- health and metrics ----------------------------------------------------------------------
 
+    # health answers on the event loop itself: no worker pool it could wait for
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        problems = []
+    ready_limiter = anyio.CapacityLimiter(1)
+
+    def ledger_problem() -> str | None:
         try:
             with ledger.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
-            problems.append(f"ledger unreachable: {type(exc).__name__}")
+            return f"ledger unreachable: {type(exc).__name__}"
+        return None
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        problems = []
+        try:
+            with anyio.fail_after(READY_TIMEOUT):
+                found = await anyio.to_thread.run_sync(ledger_problem, limiter=ready_limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            found = f"ledger did not answer within {READY_TIMEOUT:g} s"
+        if found:
+            problems.append(found)
         if not loop.alive:
             problems.append("reconcile loop not running")
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
@@ -193,9 +254,20 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             for k, d in sorted(state.resources.items(), key=lambda item: str(item[0]))
         ]
 
+    planners = anyio.CapacityLimiter(PLANS_AT_ONCE)
+
     @app.get("/api/v1/repositories/{name}/plan")
-    def repository_plan(name: str) -> dict[str, Any]:
-        """What a sync would change now: fetch, render and diff against the ledger (applies nothing)."""
+    async def repository_plan(name: str, request: Request) -> dict[str, Any]:
+        """What a sync would change now: fetch, render and diff against the ledger (applies nothing).
+
+        It fetches from git and renders, so it needs the API token, and at most PLANS_AT_ONCE run
+        at a time (429 beyond)."""
+        _authorize(request, settings.api_token)
+        if planners.borrowed_tokens >= planners.total_tokens:
+            raise HTTPException(429, f"{PLANS_AT_ONCE} plans are being computed already; retry later")
+        return await anyio.to_thread.run_sync(compute_plan, name, limiter=planners)
+
+    def compute_plan(name: str) -> dict[str, Any]:
         ref = ledger.repo(_known(ledger, name))
         try:
             snapshot = loop.deps.source.fetch(ref)
@@ -251,30 +323,60 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     return app
 
 
-async def _body(request: Request) -> bytes:
+def _content_headers(request: Request) -> None:
+    """Refuse, before reading the body, what is not JSON or declares more than MAX_BODY bytes."""
     if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
         raise WebhookError(415, "the body must be application/json")
     declared = request.headers.get("Content-Length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not declared.isdigit() or len(declared) > 12 or int(declared) > MAX_BODY):
         raise WebhookError(413, f"the body is over {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise WebhookError(413, f"the body is over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if declared is not None and len(body) != int(declared):
-        raise WebhookError(400, "the body is shorter than its Content-Length")
-    return body
 
 
-def _headers(request: Request, event_header: str, id_header: str) -> tuple[str, str]:
-    event, delivery = request.headers.get(event_header), request.headers.get(id_header)
-    if not event or not delivery:
-        raise WebhookError(400, f"missing {event_header} or {id_header}")
-    return event, delivery
+class _BodyLimit:
+    """Reads webhook bodies: at most `limit` at a time (more get 503 at once), each chunk within
+    BODY_CHUNK_TIMEOUT and the whole within BODY_TIMEOUT (else 408), fed to the signature's HMAC
+    as it arrives, and kept in memory only up to SPOOL_IN_MEMORY bytes (the rest in a temporary
+    file): bad-signature bodies cost neither memory nor a worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    async def read(self, request: Request, mac: Any = None, check: Callable[[], None] | None = None) -> bytes:
+        if self.in_flight >= self.limit:
+            raise WebhookError(503, f"{self.limit} webhook bodies are being read already; retry later")
+        self.in_flight += 1  # the event loop is one thread: no lock needed
+        try:
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+                size = 0
+                try:
+                    with anyio.fail_after(BODY_TIMEOUT):
+                        stream = request.stream().__aiter__()
+                        while True:
+                            with anyio.fail_after(BODY_CHUNK_TIMEOUT):
+                                try:
+                                    chunk = await stream.__anext__()
+                                except StopAsyncIteration:
+                                    break
+                            size += len(chunk)
+                            if size > MAX_BODY:
+                                raise WebhookError(413, f"the body is over {MAX_BODY} bytes")
+                            if mac is not None:
+                                mac.update(chunk)
+                            spool.write(chunk)
+                except TimeoutError:
+                    raise WebhookError(408, "the body was not received in time") from None
+                except ClientDisconnect:
+                    raise WebhookError(400, "the client went away before sending the body") from None
+                declared = request.headers.get("Content-Length")
+                if declared is not None and size != int(declared):
+                    raise WebhookError(400, "the body is shorter than its Content-Length")
+                if check is not None:
+                    check()  # a bad signature is refused before the body is loaded into memory
+                spool.seek(0)
+                return spool.read()
+        finally:
+            self.in_flight -= 1
 
 
 def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:
@@ -309,7 +411,7 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
     s = ledger.status(name)
     return {
         "name": s.repo.name,
-        "url": s.repo.url,
+        "url": sanitize(s.repo.url),  # a URL tracked before credentials were refused keeps them to itself
         "branch": s.repo.branch,
         "state": s.state,
         "last_applied_commit": s.last_applied_commit,

@@ -29,6 +29,7 @@ from controller.config import (
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
 from controller.model import Deployed, Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
+from controller.names import is_repo_name
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
@@ -37,7 +38,15 @@ from controller.sync.apply import ServiceTarget, Target
 from controller.sync.loop import ReconcileLoop
 from controller.sync.plan import plan as make_plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
-from controller.sync.source import GitCredentials, GitSource, sanitize
+from controller.sync.source import (
+    GitCredentials,
+    GitSource,
+    RemotePolicy,
+    SourceError,
+    check_branch,
+    check_remote,
+    sanitize,
+)
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
@@ -160,12 +169,18 @@ def render_command(*, path: str, out: str, repo: str | None, commit: str, servin
         click.echo(f"wrote {written} file(s) to {out}", err=True)
 
 
+def _remote_policy(settings: ControllerSettings) -> RemotePolicy:
+    return RemotePolicy(allow_local=settings.allow_local_remotes, allow_http=settings.allow_http_remotes)
+
+
 def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
     settings = settings or controller_settings()
     ledger = Ledger(settings.ledger_url)
     source = GitSource(
         settings.home / "git",
         GitCredentials(settings.git_token, settings.git_username, settings.git_ssh_key_file),
+        _remote_policy(settings),
+        timeout=settings.git_timeout,
     )
     folder = DagFolderTarget(settings.dags_folder)
     targets: dict[ResourceKind, Target] = {ResourceKind.DAG: folder}
@@ -235,12 +250,22 @@ def repo() -> None:
 @click.option("--no-prune", is_flag=True, help="Keep resources that disappear from git.")
 @click.option("--no-self-heal", is_flag=True, help="Report live state changed by hand, but do not restore it.")
 def repo_add(url: str, branch: str, name: str | None, no_prune: bool, no_self_heal: bool) -> None:
-    """Track the repository at URL (https://, ssh://, a path). Credentials come from settings, never the URL."""
+    """Track the repository at URL (https://, ssh://, user@host:path; http:// and local paths when the
+    settings allow them). Credentials come from settings, never the URL."""
     try:
-        if "@" in url.split("://", 1)[-1].split("/", 1)[0] and url.startswith(("http://", "https://")):
-            raise ConfigError("put credentials in LIMINAL_GIT_TOKEN(_FILE), not in the URL")
+        settings = controller_settings()
+        try:
+            check_remote(url, _remote_policy(settings))
+            check_branch(branch)
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from None  # a usage error: exit 2
         derived = name or url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-        _, ledger = _deps()
+        if not is_repo_name(derived):
+            raise ConfigError(
+                f"{derived!r} cannot name a repository: 1-100 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit (give one with --name)"
+            )
+        _, ledger = _deps(settings)
         ledger.add_repo(RepoRef(name=derived, url=url, branch=branch, prune=not no_prune, self_heal=not no_self_heal))
     except LiminalError as exc:
         _fail(exc, "text")

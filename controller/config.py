@@ -67,6 +67,10 @@ KNOWN_NAMES = frozenset(
         "images",
         "registry_username",
         "registry_password",
+        "allow_local_remotes",
+        "allow_http_remotes",
+        "git_timeout",
+        "placeholder_env",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -91,14 +95,27 @@ secrets are. The value itself wins over the file."""
 
 
 def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment variables that `{{name}}` placeholders may read at load time.
+    """Environment variables that `{{name}}` placeholders may read at load time: only those the
+    operator lists in LIMINAL_PLACEHOLDER_ENV (comma-separated names; unset: none).
 
-    Liminal fills placeholders from the environment after `variables`. A controller holds
-    credentials in its environment, so anything named like a secret, and the controller's own
-    `LIMINAL_*` settings, are withheld: a liminal.yml must never be able to copy them into a DAG.
+    Liminal fills placeholders from the whole environment after `variables`. A controller holds
+    credentials and addresses in its environment, and a pull request's content is untrusted, so
+    nothing is read unless named: a liminal.yml must never copy the controller's environment into
+    a plan, a DAG or a manifest. A listed name that looks like a credential, or a `LIMINAL_*`
+    setting, is a configuration error.
     """
     source = os.environ if environ is None else environ
-    return {k: v for k, v in source.items() if not k.startswith("LIMINAL_") and not _SECRET_LIKE.search(k)}
+    listed = read_config(source).get("placeholder_env", "")
+    names = [n.strip() for n in listed.split(",") if n.strip()]
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"LIMINAL_PLACEHOLDER_ENV: {name!r} is not an environment variable name")
+        if name.startswith("LIMINAL_") or _SECRET_LIKE.search(name):
+            raise ConfigError(
+                f"LIMINAL_PLACEHOLDER_ENV names {name}, which looks like a credential or a controller setting;"
+                " placeholders never read those"
+            )
+    return {name: source[name] for name in names if name in source}
 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:
@@ -266,6 +283,18 @@ class ControllerSettings:
     allow_unsigned_webhooks: bool = False
     """Serve a webhook endpoint without its secret (LIMINAL_ALLOW_UNSIGNED_WEBHOOKS=true); never in production."""
 
+    allow_local_remotes: bool = False
+    """Track local paths and file:// remotes (LIMINAL_ALLOW_LOCAL_REMOTES=true): the demo and tests.
+    Off by default: whoever adds a repository could otherwise deploy any directory the controller reads."""
+
+    allow_http_remotes: bool = False
+    """Track plain http:// remotes and send them the git token (LIMINAL_ALLOW_HTTP_REMOTES=true).
+    Off by default: the token and the content would cross the network in clear text."""
+
+    git_timeout: float = 300.0
+    """Seconds one git command may take before it is killed (LIMINAL_GIT_TIMEOUT): a hanging remote
+    never holds a worker."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -303,13 +332,20 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         github_webhook_secret=values.get("github_webhook_secret") or None,
         gitlab_webhook_token=values.get("gitlab_webhook_token") or None,
         api_token=values.get("api_token") or None,
-        allow_unsigned_webhooks=(values.get("allow_unsigned_webhooks") or "").lower() in ("1", "true", "yes"),
+        allow_unsigned_webhooks=_flag(values.get("allow_unsigned_webhooks")),
         github_token=values.get("github_token") or None,
         gitlab_token=values.get("gitlab_token") or None,
         github_api_url=values.get("github_api_url") or "https://api.github.com",
         gitlab_api_url=values.get("gitlab_api_url") or "https://gitlab.com/api/v4",
         public_url=values.get("public_url") or None,
+        allow_local_remotes=_flag(values.get("allow_local_remotes")),
+        allow_http_remotes=_flag(values.get("allow_http_remotes")),
+        git_timeout=_seconds("git_timeout", values.get("git_timeout") or "300"),
     )
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
 
 
 def _seconds(name: str, value: str) -> float:
@@ -334,7 +370,10 @@ def _read_file(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        # the position only: PyYAML's message quotes the offending line, which may hold a secret
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -25,8 +25,11 @@ from controller.model import ResourceKind, Spec
 from controller.render import RenderSettings
 from controller.spec import discover, load
 from controller.sync.reconcile import Deps
-from controller.sync.source import GitSource
+from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
+
+TEST_REMOTES = RemotePolicy(allow_local=True, allow_http=True)
+"""The tests' remotes: local paths and git http-backend on 127.0.0.1."""
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "liminal-examples"
@@ -164,7 +167,7 @@ EXAMPLE = REPO / "examples" / "hello-liminal"
 def make_deps(tmp_path: Path, ledger: Ledger) -> Deps:
     """Deps of a reconcile into a DAG folder (`tmp_path/dags`), with a git cache in `tmp_path/cache`."""
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=ledger,
         targets={ResourceKind.DAG: DagFolderTarget(tmp_path / "dags")},
         settings=RenderSettings(),
@@ -210,6 +213,9 @@ def cli_env(tmp_path: Path, ledger: Ledger, **env: str) -> dict[str, str]:
         "LIMINAL_HOME": str(tmp_path / "home"),
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
+        # the tests' remotes are local paths and git http-backend on 127.0.0.1
+        "LIMINAL_ALLOW_LOCAL_REMOTES": "true",
+        "LIMINAL_ALLOW_HTTP_REMOTES": "true",
         **env,
     }
 

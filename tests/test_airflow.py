@@ -28,7 +28,7 @@ from controller.targets.airflow_api import AirflowApi
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import ImageTarget
 from tests.airflow_rest import Rest
-from tests.conftest import answers, cli_env, commit_all, free_port, git, liminal, need
+from tests.conftest import TEST_REMOTES, answers, cli_env, commit_all, free_port, git, liminal, need
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def _api(url: str | None = None) -> AirflowApi:
 def _deps(tmp_path: Path, ledger: Ledger, api: AirflowApi, **targets: Any) -> Deps:
     dag_target = AirflowTarget(DagFolderTarget(Path(need("LIMINAL_TEST_AIRFLOW_DAGS"))), api, parse_timeout=60)
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=ledger,
         targets={ResourceKind.DAG: dag_target, **{ResourceKind(k): v for k, v in targets.items()}},
         settings=RenderSettings(

@@ -54,7 +54,7 @@ EXPECTED: dict[str, tuple[int, int, str, str, str]] = {
         15,
         "$.pipelines[0].pipeline",
         "name-mapping",
-        "pipeline name 'my pipeline' may only hold letters, digits, '.', '-' and '_' (it becomes the Airflow dag_id)",
+        "pipeline name 'my pipeline' may only hold letters, digits, '.', '-' and '_', not start with '.', and be at most 250 long (it becomes the Airflow dag_id and a file name)",
     ),
     "bad_start_date": (
         4,

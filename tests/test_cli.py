@@ -150,7 +150,10 @@ def test_no_secret_environment_reaches_show(tmp_path: Path) -> None:
     env = {**os.environ, "API_TOKEN": "s3cr3t", "SOME_DIR": "/d"}
     result = liminal("show", "--format", "json", str(tmp_path), env=env)
     assert result.returncode == 0, result.stderr
-    assert "s3cr3t" not in result.stdout
+    assert "s3cr3t" not in result.stdout and "/d" not in result.stdout  # unlisted: nothing is read
+    args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
+    assert args == {"token": "{{API_TOKEN}}", "home": "{{SOME_DIR}}"}
+    result = liminal("show", "--format", "json", str(tmp_path), env={**env, "LIMINAL_PLACEHOLDER_ENV": "SOME_DIR"})
     args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
     assert args == {"token": "{{API_TOKEN}}", "home": "/d"}
 

@@ -61,9 +61,26 @@ def test_unknown_config_file_names_are_refused(tmp_path: Path) -> None:
         read_config({"LIMINAL_CONFIG": str(config)})
 
 
-def test_placeholders_never_see_secrets_or_controller_settings() -> None:
-    env = {"HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x", "LIMINAL_GIT_TOKEN": "y", "API_KEY": "z", "REGION": "eu"}
-    assert placeholder_environ(env) == {"HOME": "/root", "REGION": "eu"}
+def test_placeholders_see_only_the_variables_the_operator_lists() -> None:
+    env = {"HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x", "DATABASE_URL": "postgres://app:pw@db/app", "REGION": "eu"}
+    assert placeholder_environ(env) == {}  # nothing unless named: a pull request cannot read DATABASE_URL
+    listed = {**env, "LIMINAL_PLACEHOLDER_ENV": "REGION, HOME,UNSET"}
+    assert placeholder_environ(listed) == {"HOME": "/root", "REGION": "eu"}
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "LIMINAL_GIT_TOKEN", "API_KEY", "DB_PASSWORD", "not a name"])
+def test_placeholders_may_not_list_credentials(name: str) -> None:
+    with pytest.raises(ConfigError, match="LIMINAL_PLACEHOLDER_ENV"):
+        placeholder_environ({"LIMINAL_PLACEHOLDER_ENV": name, name: "s3cr3t"})
+
+
+def test_a_broken_config_file_never_echoes_its_lines(tmp_path: Path) -> None:
+    config = tmp_path / "liminal-controller.yaml"
+    config.write_text("api_token: tok-s3cr3t-value\ngit_token: [unclosed s3cr3t-too\n")
+    with pytest.raises(ConfigError) as caught:
+        read_config({"LIMINAL_CONFIG": str(config)})
+    assert "s3cr3t" not in str(caught.value)
+    assert re.search(r"not valid YAML at line \d+, column \d+$", str(caught.value))
 
 
 def test_no_configured_secret_reaches_a_log_line(

@@ -57,7 +57,12 @@ def test_the_controller_image_runs_as_non_root_on_a_read_only_root_and_syncs(
             read_only=True,
             tmpfs={"/tmp": ""},
             volumes={str(state): {"bind": "/var/lib/liminal", "mode": "rw"}},
-            environment={"LIMINAL_LISTEN": f"127.0.0.1:{port}", "LIMINAL_IMAGES": "off", "LIMINAL_POLL_INTERVAL": "1"},
+            environment={
+                "LIMINAL_LISTEN": f"127.0.0.1:{port}",
+                "LIMINAL_IMAGES": "off",
+                "LIMINAL_POLL_INTERVAL": "1",
+                "LIMINAL_ALLOW_HTTP_REMOTES": "true",  # the test's git server is plain http on 127.0.0.1
+            },
         )
         try:
             url = f"http://127.0.0.1:{port}"

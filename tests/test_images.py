@@ -19,7 +19,7 @@ from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import HASH_LABEL, BuildProgress, ImageTarget, context_tar
-from tests.conftest import answers, cli_env, commit_all, example_remote, free_port, git, liminal, need
+from tests.conftest import TEST_REMOTES, answers, cli_env, commit_all, example_remote, free_port, git, liminal, need
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def _deps(
         ledger.record_build(record)
 
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=ledger,
         targets={
             ResourceKind.IMAGE: ImageTarget(

@@ -22,12 +22,12 @@ from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import ImageTarget
-from tests.conftest import example_remote, need
+from tests.conftest import TEST_REMOTES, example_remote, need
 
 
 def _deps(home: Path, ledger: Ledger, client: docker.DockerClient, builds: list[BuildRecord]) -> Deps:
     return Deps(
-        source=GitSource(home / "git"),
+        source=GitSource(home / "git", policy=TEST_REMOTES),
         ledger=ledger,
         targets={
             ResourceKind.IMAGE: ImageTarget(client, on_build=builds.append),

@@ -186,9 +186,10 @@ def test_airflow_runtime_names_are_never_taken_from_the_environment(write: Write
     assert pipeline.default_args["param"] == "{{ds}} {{dag_run.conf.x}} /home/x"
 
 
-def test_secret_like_environment_never_fills_placeholders() -> None:
+def test_only_listed_environment_fills_placeholders() -> None:
     environ = {"GITHUB_TOKEN": "t", "DB_PASSWORD": "p", "AWS_SECRET_ACCESS_KEY": "k", "LIMINAL_HOME": "h", "ENV": "ok"}
-    assert placeholder_environ(environ) == {"ENV": "ok"}
+    assert placeholder_environ(environ) == {}
+    assert placeholder_environ({**environ, "LIMINAL_PLACEHOLDER_ENV": "ENV"}) == {"ENV": "ok"}
 
 
 def test_variables_that_loop_are_an_error(write: Write) -> None:
@@ -215,3 +216,13 @@ def test_same_named_image_in_sub_wins_over_super(write: Write) -> None:
     )
     (image,) = one_system(root).images
     assert image.no_cache is True
+
+
+def test_variables_cannot_grow_without_bound(write: Write) -> None:
+    # each level doubles: 40 levels would be 2**40 characters
+    levels = "".join(f"  v{i}: '{{{{v{i + 1}}}}}{{{{v{i + 1}}}}}'\n" for i in range(40))
+    root = write({"liminal.yml": f"name: laughs\nvariables:\n{levels}  v40: 'ha'\n"})
+    with pytest.raises(InputError) as caught:
+        load_paths([root])
+    assert caught.value.problems[0].rule == "variable-size"
+    assert "over 65536 characters" in caught.value.problems[0].message

@@ -76,6 +76,14 @@ def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[in
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def _get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _github(
     url: str, event: str, payload: dict[str, Any], *, delivery: str | None = None, signature: str | None = None
 ) -> tuple[int, Any]:
@@ -306,7 +314,12 @@ def test_the_api_reads_and_a_token_guards_sync(tmp_path: Path, ledger: Ledger) -
         yml = remote / "liminal.yml"
         yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 8 * * *"))
         newer = commit_all(remote, "later")
-        with urllib.request.urlopen(f"{url}/api/v1/repositories/hello/plan", timeout=30) as response:
+        # it fetches and renders: anonymous clients may not make it work
+        assert _get_status(f"{url}/api/v1/repositories/hello/plan") == 401
+        authorized = urllib.request.Request(
+            f"{url}/api/v1/repositories/hello/plan", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        with urllib.request.urlopen(authorized, timeout=30) as response:
             planned = json.loads(response.read())
         assert planned["commit"] == newer and planned["counts"]["update"] == 1
         assert '"schedule": "0 8 * * *"' in planned["changes"][0]["diff"]

@@ -20,7 +20,7 @@ from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import ImageTarget
-from tests.conftest import answers, cli_env, commit_all, example_remote, liminal, need
+from tests.conftest import TEST_REMOTES, answers, cli_env, commit_all, example_remote, liminal, need
 
 SELECTOR = "app.kubernetes.io/managed-by=liminal-controller"
 
@@ -37,7 +37,7 @@ def repo(served_repo: str) -> str:
 
 def _deps(tmp_path: Path, ledger: Ledger, client: docker.DockerClient, serving: DockerServingTarget) -> Deps:
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=ledger,
         targets={
             ResourceKind.IMAGE: ImageTarget(client),

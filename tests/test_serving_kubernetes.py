@@ -19,7 +19,7 @@ from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
-from tests.conftest import cli_env, commit_all, example_remote, liminal
+from tests.conftest import TEST_REMOTES, cli_env, commit_all, example_remote, liminal
 from tests.kubernetes_fake import FakeKubernetes, Recorded, serve
 
 NS = "ml-serving"
@@ -44,7 +44,7 @@ def _target(fake: FakeKubernetes, rollout_timeout: float = 300.0) -> KubernetesT
 
 def _deps(tmp_path: Path, ledger: Ledger, target: KubernetesTarget) -> Deps:
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=ledger,
         targets={ResourceKind.SERVICE: target},
         settings=RenderSettings(registry="registry.example:5000", namespace=NS, serving=ServingTarget.KUBERNETES),

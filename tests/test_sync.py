@@ -20,7 +20,7 @@ from controller.sync.plan import plan
 from controller.sync.reconcile import Deps, desired_for, reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
-from tests.conftest import commit_all, example_remote, git, make_deps
+from tests.conftest import TEST_REMOTES, commit_all, example_remote, git, make_deps
 from tests.git_http import serve_git, url_of
 
 
@@ -38,7 +38,7 @@ def write_file(path: Path, text: str) -> None:
 def render_only_deps(tmp_path: Path, cache: RenderCache | None = None) -> Deps:
     """Deps for desired_for alone: every kind managed, no ledger (desired_for does not use it)."""
     return Deps(
-        source=GitSource(tmp_path / "cache"),
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
         ledger=None,  # type: ignore[arg-type]
         targets={k: DagFolderTarget(tmp_path) for k in ResourceKind},
         settings=RenderSettings(),
@@ -141,7 +141,7 @@ def test_unreachable_remote_is_a_recorded_transient_error(tmp_path: Path, ledger
 
 
 def test_checkout_is_per_commit_and_never_changes(tmp_path: Path, remote: Path) -> None:
-    source = GitSource(tmp_path / "cache")
+    source = GitSource(tmp_path / "cache", policy=TEST_REMOTES)
     ref = RepoRef("hello", str(remote))
     snap = source.fetch(ref)
     (remote / "liminal.yml").write_text((remote / "liminal.yml").read_text() + "\n# changed\n")
@@ -259,7 +259,7 @@ def test_tree_ids_leave_out_directories_holding_symlinks(tmp_path: Path) -> None
     (remote / "a" / "b" / "link").symlink_to("../../c")
     git(remote, "init", "-q", "-b", "main")
     commit = commit_all(remote, "tree")
-    source = GitSource(tmp_path / "cache")
+    source = GitSource(tmp_path / "cache", policy=TEST_REMOTES)
     trees = source.trees(source.fetch(RepoRef("t", str(remote))))
     assert trees == {"c": git(remote, "rev-parse", f"{commit}:c")}
 
@@ -294,7 +294,12 @@ def test_sync_over_http_with_a_token_that_never_leaks(
         ledger.add_repo(RepoRef("hello", url))
         ledger.add_repo(RepoRef("wrong", url))
         deps = make_deps(tmp_path, ledger)
-        good = Deps(GitSource(tmp_path / "cache", GitCredentials(token=token)), ledger, deps.targets, deps.settings)
+        good = Deps(
+            GitSource(tmp_path / "cache", GitCredentials(token=token), TEST_REMOTES),
+            ledger,
+            deps.targets,
+            deps.settings,
+        )
         first = reconcile("hello", good)
         assert first.status is RunStatus.SUCCEEDED and first.commit == git(remote, "rev-parse", "HEAD")
         assert any(auth for _, _, auth in server.requests)  # the token went over the wire, as Basic auth
@@ -306,7 +311,10 @@ def test_sync_over_http_with_a_token_that_never_leaks(
         assert (second.status, second.commit) == (RunStatus.SUCCEEDED, pushed)
         wrong_token = "glpat-" + uuid.uuid4().hex
         bad = Deps(
-            GitSource(tmp_path / "cache", GitCredentials(token=wrong_token)), ledger, deps.targets, deps.settings
+            GitSource(tmp_path / "cache", GitCredentials(token=wrong_token), TEST_REMOTES),
+            ledger,
+            deps.targets,
+            deps.settings,
         )
         denied = reconcile("wrong", bad)
         assert denied.status is RunStatus.FAILED
@@ -338,7 +346,7 @@ def test_force_push_over_http(tmp_path: Path, remote: Path, served: Path, ledger
 
 
 def test_a_fetch_killed_mid_ref_update_does_not_block_later_fetches(tmp_path: Path, remote: Path) -> None:
-    source = GitSource(tmp_path / "cache")
+    source = GitSource(tmp_path / "cache", policy=TEST_REMOTES)
     ref = RepoRef("hello", str(remote))
     source.fetch(ref)
     mirror = next((tmp_path / "cache").glob("hello-*/mirror.git"))

@@ -22,7 +22,7 @@ from controller.render.dags import repo_loader, repo_payload_folder
 from controller.sync.reconcile import Deps, desired_for
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget, stamped_hash
-from tests.conftest import LIMINAL, commit_all, git
+from tests.conftest import LIMINAL, TEST_REMOTES, commit_all, git
 
 PIPELINES = 12
 TRIALS = 20
@@ -40,6 +40,7 @@ def _tracked_remote(tmp_path: Path, ledger: Ledger) -> tuple[Path, dict[str, str
         "LIMINAL_LEDGER_URL": ledger.url,
         "LIMINAL_DAGS_FOLDER": str(tmp_path / "dags"),
         "LIMINAL_IMAGES": "off",  # these tests are about the ledger and the DAG folder
+        "LIMINAL_ALLOW_LOCAL_REMOTES": "true",
     }
     subprocess.run([LIMINAL, "repo", "add", str(remote), "--name", "crash"], env=env, check=True, capture_output=True)
     return remote, env
@@ -61,7 +62,7 @@ def test_sigkill_at_random_points_then_the_next_sync_converges(tmp_path: Path, l
     seed = int(os.environ.get("LIMINAL_CRASH_SEED", time.time_ns() % 100_000))
     rng = random.Random(seed)
     remote, env = _tracked_remote(tmp_path, ledger)
-    source = GitSource(tmp_path / "verify-cache")
+    source = GitSource(tmp_path / "verify-cache", policy=TEST_REMOTES)
     render_deps = Deps(source, ledger, {ResourceKind.DAG: DagFolderTarget(tmp_path / "x")}, RenderSettings())
     interrupted_in_apply = 0
     for trial in range(TRIALS):

@@ -10,7 +10,24 @@ from typing import Any
 
 from controller.errors import LiminalError
 
-__all__ = ["WebhookError", "WebhookEvent", "json_object", "same_repository"]
+__all__ = [
+    "MAX_FIELD",
+    "WebhookError",
+    "WebhookEvent",
+    "check_header",
+    "commit_field",
+    "int_field",
+    "json_object",
+    "object_field",
+    "same_repository",
+    "text_field",
+]
+
+MAX_FIELD = 1024
+"""Characters a payload's text field may hold (a ref, a URL, a project name); more is refused (400)."""
+
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:-]{0,127}")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class WebhookError(LiminalError):
@@ -60,11 +77,68 @@ def same_repository(tracked: str, urls: tuple[str, ...]) -> bool:
 
 
 def json_object(body: bytes) -> Mapping[str, Any]:
-    """A delivery's body as a JSON object; WebhookError 400 otherwise."""
+    """A delivery's body as a JSON object; WebhookError 400 otherwise (nesting too deep included)."""
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise WebhookError(400, "the body is nested too deeply") from None
     except ValueError as exc:
-        raise WebhookError(400, f"the body is not JSON: {exc}") from None
+        raise WebhookError(400, f"the body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise WebhookError(400, "the body is not a JSON object")
     return payload
+
+
+def check_header(name: str, value: str | None) -> str:
+    """A delivery id or event name: 1-128 letters, digits, spaces and `._:-`, starting with a
+    letter or digit (GitHub's GUIDs, GitLab's UUIDs and event names); WebhookError 400 otherwise,
+    so no control character from a request reaches a log line or the ledger."""
+    if not value:
+        raise WebhookError(400, f"missing {name}")
+    if not _HEADER.fullmatch(value):
+        raise WebhookError(400, f"{name} must be 1-128 letters, digits, spaces or ._:- characters")
+    return value
+
+
+def object_field(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A nested object (absent or null: empty); WebhookError 400 when it is anything else."""
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebhookError(400, f"`{key}` must be an object")
+    return value
+
+
+def text_field(payload: Mapping[str, Any], key: str, *, max_length: int = MAX_FIELD) -> str | None:
+    """A text field (absent, null or empty: None); numbers become text; WebhookError 400 for
+    anything else, a text over `max_length` or one holding control characters."""
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise WebhookError(400, f"`{key}` must be text")
+    text = str(value)
+    if len(text) > max_length:
+        raise WebhookError(400, f"`{key}` is over {max_length} characters")
+    if not text.isprintable():
+        raise WebhookError(400, f"`{key}` holds control characters")
+    return text
+
+
+def commit_field(payload: Mapping[str, Any], key: str) -> str | None:
+    """A full commit id (40 or 64 lower-case hex digits), or None; WebhookError 400 otherwise."""
+    value = text_field(payload, key, max_length=64)
+    if value is not None and not _COMMIT.fullmatch(value):
+        raise WebhookError(400, f"`{key}` is not a full commit id")
+    return value
+
+
+def int_field(payload: Mapping[str, Any], key: str) -> int | None:
+    """A positive integer below 2**31 (a pull request's number), or None; WebhookError 400 otherwise."""
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        raise WebhookError(400, f"`{key}` must be a positive integer")
+    return value

@@ -4,51 +4,67 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
-from webhooks.events import WebhookError, WebhookEvent, json_object
+from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
 
-__all__ = ["parse", "verify"]
+__all__ = ["check_digest", "parse", "signature_header", "verify"]
 
 _CHECKED = frozenset({"opened", "synchronize", "reopened"})
 _ZERO = "0" * 40
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 
 def verify(secret: bytes, body: bytes, signature: str | None) -> None:
     """Check the HMAC-SHA256 of the body, compared in constant time; WebhookError 401 when it differs."""
+    mac = hmac.new(secret, body, hashlib.sha256)
+    check_digest(mac, signature_header(signature))
+
+
+def signature_header(signature: str | None) -> str:
+    """The `X-Hub-Signature-256` header if it has the shape of one (`sha256=` and 64 hex digits),
+    checked before the body is read; WebhookError 401 otherwise."""
     if not signature:
         raise WebhookError(401, "missing X-Hub-Signature-256")
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+    value = signature.strip()
+    if not _SIGNATURE.fullmatch(value):
+        raise WebhookError(401, "X-Hub-Signature-256 is not sha256=<64 hex digits>")
+    return value
+
+
+def check_digest(mac: hmac.HMAC, signature: str) -> None:
+    """Compare the HMAC of the whole body (fed while it was read) with the header, in constant time."""
+    if not hmac.compare_digest(("sha256=" + mac.hexdigest()).encode(), signature.encode()):
         raise WebhookError(401, "X-Hub-Signature-256 does not match the body")
 
 
 def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
-    """The event a verified delivery carries."""
+    """The event a verified delivery carries; WebhookError 400 for a malformed payload."""
     payload = json_object(body)
-    repo = payload.get("repository") or {}
-    urls = tuple(str(repo[k]) for k in ("clone_url", "ssh_url", "git_url", "html_url") if repo.get(k))
+    repo = object_field(payload, "repository")
+    urls = tuple(url for k in ("clone_url", "ssh_url", "git_url", "html_url") if (url := text_field(repo, k)))
 
     def make(kind: str, **fields: Any) -> WebhookEvent:
-        return WebhookEvent("github", delivery_id, event, kind, urls, project=repo.get("full_name"), **fields)
+        return WebhookEvent("github", delivery_id, event, kind, urls, project=text_field(repo, "full_name"), **fields)
 
     if event == "ping":
         return make("ping")
     if event == "push":
-        after = str(payload.get("after") or "")
-        if payload.get("deleted") or after == _ZERO:
-            return make("other", ref=payload.get("ref"), reason="the branch was deleted")
-        return make("push", ref=payload.get("ref"), commit=after)
+        ref = text_field(payload, "ref")
+        if payload.get("deleted") is True or text_field(payload, "after") == _ZERO:
+            return make("other", ref=ref, reason="the branch was deleted")
+        return make("push", ref=ref, commit=commit_field(payload, "after"))
     if event == "pull_request":
-        action = payload.get("action")
-        pr = payload.get("pull_request") or {}
+        action = text_field(payload, "action", max_length=64)
+        pr = object_field(payload, "pull_request")
         if action not in _CHECKED:
             return make("other", reason=f"pull_request action '{action}' needs no check")
-        head = pr.get("head") or {}
+        head = object_field(pr, "head")
         return make(
             "pull_request",
-            ref=head.get("ref"),
-            commit=head.get("sha"),
-            pull_request=int(pr.get("number") or payload.get("number") or 0),
+            ref=text_field(head, "ref"),
+            commit=commit_field(head, "sha"),
+            pull_request=int_field(pr, "number") or int_field(payload, "number") or 0,
         )
     return make("other", reason=f"event '{event}' is not acted on")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from webhooks.events import WebhookError, WebhookEvent, json_object
+from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
 
 __all__ = ["parse", "verify"]
 
@@ -22,29 +22,31 @@ def verify(secret: bytes, token: str | None) -> None:
 
 
 def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
-    """The event a verified delivery carries (`Push Hook`, `Merge Request Hook`, ...)."""
+    """The event a verified delivery carries (`Push Hook`, `Merge Request Hook`, ...); WebhookError
+    400 for a malformed payload."""
     payload = json_object(body)
-    project = payload.get("project") or {}
-    urls = tuple(str(project[k]) for k in ("git_http_url", "git_ssh_url", "web_url") if project.get(k))
+    project = object_field(payload, "project")
+    urls = tuple(url for k in ("git_http_url", "git_ssh_url", "web_url") if (url := text_field(project, k)))
+    project_id = text_field(project, "id", max_length=64) or text_field(payload, "project_id", max_length=64)
 
     def make(kind: str, **fields: Any) -> WebhookEvent:
-        project_id = project.get("id") or payload.get("project_id")
-        return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=str(project_id or "") or None, **fields)
+        return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=project_id, **fields)
 
     if event == "Push Hook":
-        after = str(payload.get("checkout_sha") or payload.get("after") or "")
+        ref = text_field(payload, "ref")
+        after = text_field(payload, "checkout_sha") or text_field(payload, "after")
         if not after or after == _ZERO:
-            return make("other", ref=payload.get("ref"), reason="the branch was deleted")
-        return make("push", ref=payload.get("ref"), commit=after)
+            return make("other", ref=ref, reason="the branch was deleted")
+        return make("push", ref=ref, commit=commit_field({"after": after}, "after"))
     if event == "Merge Request Hook":
-        attributes = payload.get("object_attributes") or {}
-        action = attributes.get("action")
+        attributes = object_field(payload, "object_attributes")
+        action = text_field(attributes, "action", max_length=64)
         if action not in _CHECKED:
             return make("other", reason=f"merge request action '{action}' needs no check")
         return make(
             "pull_request",
-            ref=attributes.get("source_branch"),
-            commit=(attributes.get("last_commit") or {}).get("id"),
-            pull_request=int(attributes.get("iid") or 0),
+            ref=text_field(attributes, "source_branch"),
+            commit=commit_field(object_field(attributes, "last_commit"), "id"),
+            pull_request=int_field(attributes, "iid") or 0,
         )
     return make("other", reason=f"event '{event}' is not acted on")

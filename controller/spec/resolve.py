@@ -278,21 +278,47 @@ def _from_environ(name: str, environ: Mapping[str, str]) -> str | None:
     return environ.get(name)
 
 
+MAX_FILLED = 64 * 1024
+"""Characters a value may grow to once its placeholders are filled: variables that refer to each
+other twice per level would otherwise double at every level (a "billion laughs")."""
+
+
+class _TooLongError(Exception):
+    pass
+
+
 def _fill(text: str, lookup: Any) -> str:
     if "{{" not in text:
         return text
+    grown = len(text)
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal grown
         found = lookup(match.group(1))
-        return match.group(0) if found is None else str(found)
+        if found is None:
+            return match.group(0)
+        filled = str(found)
+        grown += len(filled) - len(match.group(0))
+        if grown > MAX_FILLED:
+            raise _TooLongError
+        return filled
 
     return PLACEHOLDER.sub(replace, text)
+
+
+def _filled(node: Node, text: str, lookup: Any) -> str:
+    try:
+        return _fill(text, lookup)
+    except _TooLongError:
+        raise InputError(
+            [node.problem(f"with its placeholders filled this value is over {MAX_FILLED} characters", "variable-size")]
+        ) from None
 
 
 def _plain_substituted(node: Node, lookup: Any) -> Any:
     value = node.value
     if isinstance(value, str):
-        return _fill(value, lookup)
+        return _filled(node, value, lookup)
     if isinstance(value, dict):
         return {k: _plain_substituted(v, lookup) for k, v in value.items()}
     if isinstance(value, list):
@@ -303,7 +329,7 @@ def _plain_substituted(node: Node, lookup: Any) -> Any:
 def _substitute(node: Node, lookup: Any) -> Node:
     value = node.value
     if isinstance(value, str):
-        filled = _fill(value, lookup)
+        filled = _filled(node, value, lookup)
         return node if filled is value else node.with_value(filled)
     if isinstance(value, dict):
         return node.with_value({k: _substitute(v, lookup) for k, v in value.items()})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import keyword
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +34,12 @@ from controller.model import (
     freeze,
     k8s_name,
 )
+from controller.names import DAG_ID, DOCKER_REPO, DOCKER_TAG, ENV_NAME, K8S_LABEL, TASK_ID
 from controller.spec.schema import suggest
 from controller.spec.yaml_positions import Node, to_plain
 
 __all__ = ["SourceFile", "check_unique", "k8s_name", "validate_system"]
 
-DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,250}$")
-K8S_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-DOCKER_REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SCHEDULE_PRESETS = frozenset(
     {
         "@once",
@@ -172,7 +166,7 @@ def _k8s_collisions(ctx: _Context, nodes: list[tuple[str, Node]], what: str) -> 
     seen: dict[str, tuple[str, Node]] = {}
     for name, node in nodes:
         mapped = k8s_name(name)
-        if not K8S_LABEL.match(mapped) or len(mapped) > 63:
+        if not K8S_LABEL.fullmatch(mapped) or len(mapped) > 63:
             ctx.add(
                 node,
                 f"{what} name '{name}' cannot become a Kubernetes name (got '{mapped}'; use letters, "
@@ -200,7 +194,7 @@ def _image_reference_ok(name: str) -> bool:
     if "@" in name:
         repo = name.split("@", 1)[0]
         tag = ""
-    return bool(DOCKER_REPO.match(repo.lower())) and (not tag or bool(DOCKER_TAG.match(tag)))
+    return bool(DOCKER_REPO.fullmatch(repo.lower())) and (not tag or bool(DOCKER_TAG.fullmatch(tag)))
 
 
 def _is_external(name: str) -> bool:
@@ -368,7 +362,7 @@ def _env_vars(ctx: _Context, task: Node) -> dict[str, str]:
     if node is None or not isinstance(node.value, dict):
         return out
     for name, value in node.value.items():
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             ctx.add(value, f"'{name}' is not a valid environment variable name", "env-name", at_key=True)
         out[name] = "" if value.value is None else _as_env_text(value.value)
     return out
@@ -394,7 +388,7 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
     kind = _text(node.get("type"))
     if name is None or kind is None:
         return None
-    if not TASK_ID.match(name):
+    if not TASK_ID.fullmatch(name):
         ctx.add(
             node.get("task") or node,
             f"task name '{name}' may only hold letters, digits, '-' and '_' (it becomes the Airflow task_id)",
@@ -522,10 +516,11 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     name = _text(node.get("pipeline"))
     if name is None:
         return None
-    if not DAG_ID.match(name):
+    if not DAG_ID.fullmatch(name):
         ctx.add(
             node.get("pipeline") or node,
-            f"pipeline name '{name}' may only hold letters, digits, '.', '-' and '_' (it becomes the Airflow dag_id)",
+            f"pipeline name {name!r} may only hold letters, digits, '.', '-' and '_', not start with '.', and be at "
+            "most 250 long (it becomes the Airflow dag_id and a file name)",
             "name-mapping",
         )
     timeout = node.get("timeout_minutes")
@@ -539,7 +534,7 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     task_nodes = [t for t in _items(node.get("tasks")) if _text(t.get("type")) != "pipeline"]
     check_unique(ctx.problems, task_nodes, _name_of("task"), "task", "unique-name")
     # names that are not valid task ids are reported once, by _task
-    _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.match(n)], "task")
+    _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.fullmatch(n)], "task")
     tasks = tuple(t for t in (_task(ctx, n, scope) for n in task_nodes) if t is not None)
     default_args = {k: to_plain(v) for k, v in node.value.items() if k not in _PIPELINE_KNOWN}
     return Pipeline(

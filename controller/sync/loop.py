@@ -74,6 +74,7 @@ class ReconcileLoop:
         on_run: Callable[[SyncRun, float], None] | None = None,
         reporters: Mapping[str, StatusReporter] | None = None,
         public_url: str = "http://127.0.0.1:8080",
+        max_checks: int = 64,
     ) -> None:
         self.deps = deps
         self.workers = max(1, workers)
@@ -85,6 +86,8 @@ class ReconcileLoop:
         self.reporters = dict(reporters or {})
         self.public_url = public_url.rstrip("/")
         self._checks: deque[Delivery] = deque()
+        self.max_checks = max_checks
+        """Pull-request checks that may wait at once (each fetches and renders a head)."""
         self.on_run = on_run or (lambda run, seconds: None)
         self.stats = LoopStats()
         self._repos: dict[str, _Repo] = {}
@@ -110,11 +113,24 @@ class ReconcileLoop:
             state.commits.append(commit if trigger == "webhook" else None)
             self._cond.notify_all()
 
-    def request_check(self, delivery: Delivery) -> None:
-        """Ask for a pull-request check (validate and plan the head; nothing is applied)."""
+    def request_check(self, delivery: Delivery) -> bool:
+        """Ask for a pull-request check (validate and plan the head; nothing is applied).
+
+        A check waiting for the same pull request is replaced (its newest head wins) and its
+        delivery marked superseded. False when `max_checks` other checks wait already: the
+        caller refuses the delivery, so no burst of pull requests grows the queue without bound."""
+        same = (delivery.provider, delivery.repo, delivery.pull_request)
         with self._cond:
+            superseded = [d for d in self._checks if (d.provider, d.repo, d.pull_request) == same]
+            if not superseded and len(self._checks) >= self.max_checks:
+                return False
+            for old in superseded:
+                self._checks.remove(old)
             self._checks.append(delivery)
             self._cond.notify_all()
+        ids = [d.id for d in superseded if d.id is not None]
+        self._finish(ids, f"superseded by delivery {delivery.delivery_id}", repo=delivery.repo)
+        return True
 
     @property
     def depth(self) -> int:
@@ -135,7 +151,8 @@ class ReconcileLoop:
         by_repo: dict[str, list[int]] = {}
         for delivery in queued:
             if delivery.kind == "pull_request":
-                self.request_check(delivery)
+                if not self.request_check(delivery) and delivery.id is not None:
+                    self._finish([delivery.id], "too many pull-request checks were waiting", repo=delivery.repo)
             elif delivery.repo and delivery.id is not None:
                 by_repo.setdefault(delivery.repo, []).append(delivery.id)
         for repo, ids in by_repo.items():

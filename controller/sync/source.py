@@ -27,7 +27,26 @@ import git
 from controller.errors import LiminalError, TransientError
 from controller.model import RepoRef, Snapshot
 
-__all__ = ["GitCredentials", "GitSource", "SourceError", "extract_tar", "sanitize"]
+__all__ = [
+    "GIT_TIMEOUT",
+    "GitCredentials",
+    "GitSource",
+    "RemotePolicy",
+    "SourceError",
+    "check_branch",
+    "check_remote",
+    "extract_tar",
+    "sanitize",
+]
+
+GIT_TIMEOUT = 300.0
+"""Seconds one git command (fetch, ls-remote, archive, push) may take before it is killed: a
+remote that hangs must not hold a worker forever."""
+
+_LOW_SPEED = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": "60"}
+"""An HTTP transfer slower than 1,000 bytes/s for 60 s is abandoned by git itself."""
+
+_SCP_LIKE = re.compile(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:(?!/)[^\s]+")
 
 _ASKPASS = """#!/bin/sh
 case "$1" in
@@ -39,6 +58,75 @@ esac
 
 class SourceError(LiminalError):
     """The repository cannot give the wanted commit (branch deleted, ref missing). Not retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePolicy:
+    """Which remotes the controller may talk to. https and ssh always; the rest only when the
+    operator says so (a plain-http remote would see the token and the content in clear text; a
+    local path lets whoever adds a repository read the controller's disk)."""
+
+    allow_local: bool = False
+    """Local paths and file:// remotes (LIMINAL_ALLOW_LOCAL_REMOTES): for the demo and tests."""
+
+    allow_http: bool = False
+    """Plain http:// remotes (LIMINAL_ALLOW_HTTP_REMOTES); only then is the token sent over http."""
+
+    @property
+    def protocols(self) -> str:
+        """GIT_ALLOW_PROTOCOL: the transports git may use (never ext::, fd::, or git://)."""
+        allowed = ["https", "ssh"] + (["http"] if self.allow_http else []) + (["file"] if self.allow_local else [])
+        return ":".join(allowed)
+
+
+def check_remote(url: str, policy: RemotePolicy) -> str:
+    """`url` when it names a remote the policy allows: `https://`, `ssh://` or `[user@]host:path`,
+    plus `http://` and local paths when allowed; no credentials, no transport helpers (`ext::`),
+    no option-looking text. SourceError saying why otherwise."""
+    text = url.strip()
+    if not text or len(text) > 2048 or not text.isprintable() or any(c.isspace() for c in text):
+        raise SourceError("a repository URL is 1-2048 printable characters without spaces")
+    if text.startswith("-") or "::" in text:
+        raise SourceError(f"{sanitize(text)!r} is not a repository URL (no options, no transport helpers)")
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        scheme = scheme.lower()
+        authority = rest.split("/", 1)[0]
+        allowed = (
+            {"https", "ssh"} | ({"http"} if policy.allow_http else set()) | ({"file"} if policy.allow_local else set())
+        )
+        if scheme not in allowed:
+            hint = {
+                "http": " (LIMINAL_ALLOW_HTTP_REMOTES=true allows it)",
+                "file": " (LIMINAL_ALLOW_LOCAL_REMOTES=true allows it)",
+            }.get(scheme, "")
+            raise SourceError(f"{scheme}:// remotes are not allowed{hint}; use https:// or ssh://")
+        userinfo = authority.rpartition("@")[0] if "@" in authority else ""
+        if userinfo and (scheme != "ssh" or ":" in userinfo):
+            raise SourceError("put credentials in LIMINAL_GIT_TOKEN(_FILE), not in the URL")
+        if scheme != "file" and not authority.rpartition("@")[2]:
+            raise SourceError(f"{sanitize(text)!r} names no host")
+        return text
+    if text.startswith(("/", "./", "../", "~")) or ":" not in text or "/" in text.split(":", 1)[0]:
+        if not policy.allow_local:
+            raise SourceError("local repository paths are not allowed (LIMINAL_ALLOW_LOCAL_REMOTES=true allows them)")
+        return text
+    if not _SCP_LIKE.fullmatch(text):
+        raise SourceError(f"{sanitize(text)!r} is not a repository URL (https://, ssh:// or user@host:path)")
+    return text
+
+
+def check_branch(branch: str) -> str:
+    """`branch` when git accepts it as a branch name (`git check-ref-format --branch`); SourceError otherwise."""
+    if not branch or branch.startswith("-") or len(branch) > 255 or not branch.isprintable():
+        raise SourceError(f"{branch!r} is not a valid branch name")
+    try:
+        git.Git().execute(["git", "check-ref-format", "--branch", branch])
+    except git.GitCommandError:
+        raise SourceError(f"{branch!r} is not a valid branch name (git check-ref-format)") from None
+    if branch != branch.strip() or branch.startswith("@") or branch == "HEAD":
+        raise SourceError(f"{branch!r} is not a valid branch name")
+    return branch
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +197,33 @@ def _remove_stale_git_locks(git_dir: Path) -> None:
 class GitSource:
     """Fetches tracked repositories into `cache` (one folder per repository, named by a hash)."""
 
-    def __init__(self, cache: Path, credentials: GitCredentials | None = None) -> None:
+    def __init__(
+        self,
+        cache: Path,
+        credentials: GitCredentials | None = None,
+        policy: RemotePolicy | None = None,
+        timeout: float = GIT_TIMEOUT,
+    ) -> None:
         self.cache = cache
         self.credentials = credentials or GitCredentials()
+        self.policy = policy or RemotePolicy()
+        self.timeout = timeout
 
     def _folder(self, repo: RepoRef) -> Path:
         slug = re.sub(r"[^a-z0-9]+", "-", repo.name.lower()).strip("-")[:40] or "repo"
         digest = hashlib.sha256(f"{repo.name}\0{repo.url}".encode()).hexdigest()[:12]
         return self.cache / f"{slug}-{digest}"
 
-    def _env(self) -> dict[str, str]:
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-        if self.credentials.token:
+    def _env(self, url: str = "") -> dict[str, str]:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ALLOW_PROTOCOL": self.policy.protocols,
+            **_LOW_SPEED,
+        }
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        # the token goes only where it travels encrypted (https), or over http when the operator allows http
+        if self.credentials.token and (scheme == "https" or (scheme == "http" and self.policy.allow_http)):
             askpass = self.cache / "askpass.sh"
             if not askpass.exists():
                 self.cache.mkdir(parents=True, exist_ok=True)
@@ -140,11 +243,11 @@ class GitSource:
         mirror = self._mirror(repo)
         ref = remote_ref or f"refs/heads/{repo.branch}"
         try:
-            with _exclusive(self._folder(repo) / "fetch.flock"), mirror.git.custom_environment(**self._env()):
+            with _exclusive(self._folder(repo) / "fetch.flock"), mirror.git.custom_environment(**self._env(repo.url)):
                 _remove_stale_git_locks(Path(mirror.git_dir))
                 # `+` accepts a force-push; --prune forgets branches deleted on the remote
                 prune = ("--prune",) if remote_ref is None else ()
-                mirror.git.fetch(*prune, "--no-tags", "--", repo.url, f"+{ref}:{ref}")
+                mirror.git.fetch(*prune, "--no-tags", "--", repo.url, f"+{ref}:{ref}", kill_after_timeout=self.timeout)
         except git.GitCommandError as exc:
             message = sanitize(f"{exc.stderr or exc}".strip(), (self.credentials.token or "",))
             if "couldn't find remote ref" in message:
@@ -166,7 +269,9 @@ class GitSource:
             except git.GitCommandError:
                 self.resolve(repo)
             try:
-                data = mirror.git.archive("--format=tar", commit, stdout_as_string=False)
+                data = mirror.git.archive(
+                    "--format=tar", commit, stdout_as_string=False, kill_after_timeout=self.timeout
+                )
             except git.GitCommandError as exc:
                 raise SourceError(f"commit {commit} is not in {repo.name}: {sanitize(str(exc.stderr))}") from exc
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -223,8 +328,8 @@ class GitSource:
                 message = f"{title}\n\nliminal rollback reverted:\n" + "\n".join(f"- {s}" for s in subjects)
                 run.execute(["git", *identity, "commit", "-q", "-m", message])
                 new_head = str(run.rev_parse("HEAD"))
-                with clone.git.custom_environment(**self._env()):
-                    run.push("--", repo.url, f"HEAD:refs/heads/{repo.branch}")
+                with clone.git.custom_environment(**self._env(repo.url)):
+                    run.push("--", repo.url, f"HEAD:refs/heads/{repo.branch}", kill_after_timeout=self.timeout)
             except git.GitCommandError as exc:
                 message = sanitize(f"{exc.stderr or exc}".strip(), (self.credentials.token or "",))
                 raise SourceError(f"cannot roll back {repo.name}: {message}") from exc
@@ -294,8 +399,10 @@ class GitSource:
             except git.GitCommandError:
                 return False  # unknown here, or not behind what is live
         try:
-            with mirror.git.custom_environment(**self._env()):
-                listed = str(mirror.git.ls_remote("--", repo.url, f"refs/heads/{repo.branch}"))
+            with mirror.git.custom_environment(**self._env(repo.url)):
+                listed = str(
+                    mirror.git.ls_remote("--", repo.url, f"refs/heads/{repo.branch}", kill_after_timeout=self.timeout)
+                )
         except git.GitCommandError:
             return False
         return listed.split("\t", 1)[0].strip() == applied

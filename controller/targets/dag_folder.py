@@ -16,6 +16,7 @@ from pathlib import Path
 
 from controller.errors import TargetError
 from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
+from controller.names import is_dag_id
 from controller.render.dags import repo_loader, repo_payload_folder
 from controller.sync.apply import each
 
@@ -33,7 +34,9 @@ class DagFolderTarget:
         self.folder = folder
 
     def payload_path(self, key: ResourceKey) -> Path:
-        """Where the pipeline's JSON payload lives."""
+        """Where the pipeline's JSON payload lives (TargetError for a name validation would refuse)."""
+        if not is_dag_id(key.name):
+            raise TargetError(str(key), f"{key.name!r} is not a pipeline name Airflow can load")
         return self.folder / repo_payload_folder(key.repo) / f"{key.name}.json"
 
     def loader_path(self, repo: str) -> Path:

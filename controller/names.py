@@ -1,0 +1,50 @@
+"""Name rules shared by validation and every target: a name that validates always deploys and loads.
+
+Each rule is matched whole (`fullmatch`: a trailing newline never slips through as it does with
+`^...$`), and none admits control characters. DAG ids may not start with `.`: the payload file
+`.name.json` would be hidden, and Airflow would never load it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DAG_ID",
+    "DOCKER_REPO",
+    "DOCKER_TAG",
+    "ENV_NAME",
+    "K8S_LABEL",
+    "REPO_NAME",
+    "TASK_ID",
+    "is_dag_id",
+    "is_repo_name",
+]
+
+DAG_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,249}")
+"""A pipeline name: it becomes the Airflow dag_id and the payload file `<dag_id>.json`."""
+
+TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,250}")
+"""A task name: it becomes the Airflow task_id."""
+
+K8S_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+"""A Kubernetes name (RFC 1123 label): services, containers."""
+
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]{0,1023}")
+"""An environment variable name as Kubernetes accepts it."""
+
+DOCKER_REPO = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+REPO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+"""A tracked repository's name (`repo add --name`): it appears in paths, labels and URLs."""
+
+
+def is_dag_id(name: str) -> bool:
+    """True when `name` is a pipeline name every target can deploy."""
+    return DAG_ID.fullmatch(name) is not None
+
+
+def is_repo_name(name: str) -> bool:
+    """True when `name` may name a tracked repository."""
+    return REPO_NAME.fullmatch(name) is not None
