@@ -255,6 +255,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         ]
 
     planners = anyio.CapacityLimiter(PLANS_AT_ONCE)
+    planning = [0]  # plans running now (the event loop is one thread)
 
     @app.get("/api/v1/repositories/{name}/plan")
     async def repository_plan(name: str, request: Request) -> dict[str, Any]:
@@ -263,9 +264,14 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         It fetches from git and renders, so it needs the API token, and at most PLANS_AT_ONCE run
         at a time (429 beyond)."""
         _authorize(request, settings.api_token)
-        if planners.borrowed_tokens >= planners.total_tokens:
+        # counted before the first await: requests arriving together cannot all pass the check
+        if planning[0] >= PLANS_AT_ONCE:
             raise HTTPException(429, f"{PLANS_AT_ONCE} plans are being computed already; retry later")
-        return await anyio.to_thread.run_sync(compute_plan, name, limiter=planners)
+        planning[0] += 1
+        try:
+            return await anyio.to_thread.run_sync(compute_plan, name, limiter=planners)
+        finally:
+            planning[0] -= 1
 
     def compute_plan(name: str) -> dict[str, Any]:
         ref = ledger.repo(_known(ledger, name))

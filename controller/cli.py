@@ -608,9 +608,18 @@ def _configure_logging() -> None:
                     event[key] = sanitize(value, secrets)
         return event
 
+    def escape(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        # text from requests and repositories may hold control characters: a console line shows
+        # them escaped, so nobody can forge a log line or move the terminal's cursor
+        for key, value in event.items():
+            if isinstance(value, str) and not value.isprintable():
+                event[key] = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+        return event
+
     structlog.configure(
         processors=[
             redact,
+            *([] if log_format() == "json" else [escape]),  # JSON escapes them itself
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

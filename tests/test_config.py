@@ -115,3 +115,22 @@ def test_the_readme_configuration_reference_lists_every_setting() -> None:
     named = {name for row in rows for name in re.findall(r"`([a-z_]+)`( 🔒)?", row.split(" | ")[0])}
     assert {n for n, _ in named} >= KNOWN_NAMES, sorted(KNOWN_NAMES - {n for n, _ in named})
     assert {n for n, lock in named if lock} == SECRET_NAMES  # each credential is marked as one
+
+
+def test_control_characters_reach_a_console_log_line_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import structlog
+
+    from controller import cli
+
+    monkeypatch.setenv("LIMINAL_LOG_FORMAT", "console")
+    cli._configure_logging()
+    try:
+        # no space in it: structlog's console renderer would print it raw, escape sequences and all
+        structlog.get_logger("t").info("webhook.received", delivery="x\x1b[2J\x1b[1;1H", ok="plain")
+        line = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    assert line.count("\n") == 1 and "\x1b" not in line
+    assert "delivery=x\\x1b[2J\\x1b[1;1H" in line and "ok=plain" in line

@@ -84,10 +84,10 @@ def check_remote(url: str, policy: RemotePolicy) -> str:
     plus `http://` and local paths when allowed; no credentials, no transport helpers (`ext::`),
     no option-looking text. SourceError saying why otherwise."""
     text = url.strip()
+    if text.startswith("-") or "::" in text:
+        raise SourceError(f"{sanitize(text)[:200]!r} is not a repository URL (no options, no transport helpers)")
     if not text or len(text) > 2048 or not text.isprintable() or any(c.isspace() for c in text):
         raise SourceError("a repository URL is 1-2048 printable characters without spaces")
-    if text.startswith("-") or "::" in text:
-        raise SourceError(f"{sanitize(text)!r} is not a repository URL (no options, no transport helpers)")
     if "://" in text:
         scheme, rest = text.split("://", 1)
         scheme = scheme.lower()
@@ -412,4 +412,13 @@ class GitSource:
         if (path / "HEAD").is_file():
             return git.Repo(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return git.Repo.init(path, bare=True)
+        # two requests may meet here (a plan and a sync): one makes the mirror, whole, then renames it
+        with _exclusive(path.parent / "init.flock"):
+            if not (path / "HEAD").is_file():
+                staging = Path(tempfile.mkdtemp(prefix=".mirror-", dir=path.parent))
+                try:
+                    git.Repo.init(staging, bare=True)
+                    os.replace(staging, path)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        return git.Repo(path)
