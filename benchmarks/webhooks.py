@@ -70,6 +70,7 @@ def main() -> None:
             "LIMINAL_GITLAB_WEBHOOK_TOKEN": SECRET,
             "LIMINAL_POLL_INTERVAL": "3600",
             "LIMINAL_LOG_FORMAT": "json",  # as in production: one JSON event per delivery
+            "LIMINAL_ALLOW_LOCAL_REMOTES": "true",  # the tracked remote is a directory here
         }
         exe = str(Path(sys.executable).parent / "liminal")
         server = subprocess.Popen(

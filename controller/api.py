@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,15 +44,24 @@ log = structlog.get_logger("liminal.api")
 MAX_BODY = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; anything larger is refused unread."""
 
-MAX_BODIES_IN_FLIGHT = 8
-"""Webhook bodies read at once; a delivery beyond that gets 503 at once (GitHub and GitLab show it
-for redelivery) instead of holding a connection and memory."""
+MAX_BODIES_IN_FLIGHT = 4
+"""Webhook bodies read at once; more wait for a turn (SLOT_WAIT), then get 503 (GitHub and
+GitLab show it for redelivery)."""
+
+SLOT_WAIT = 5.0
+"""Seconds a delivery waits for one of the MAX_BODIES_IN_FLIGHT turns."""
+
+MAX_WAITING_BODIES = 64
+"""Deliveries that may wait for a turn; beyond that, 503 at once (a wait holds only a connection)."""
 
 BODY_CHUNK_TIMEOUT = 10.0
 """Seconds a client may pause while sending a body (a slow-loris connection gets 408)."""
 
 BODY_TIMEOUT = 60.0
 """Seconds a whole body may take to arrive."""
+
+API_THREADS = 4
+"""Worker threads for the API's blocking reads (ledger queries)."""
 
 READY_TIMEOUT = 2.0
 """Seconds /readyz waits for the ledger before it answers "not ready"."""
@@ -89,7 +99,15 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             log.warning("webhooks.endpoint_off", endpoint=f"/webhooks/{name}", reason=f"{setting} is not set")
         elif settings.allow_unsigned and not (settings.github_secret if name == "github" else settings.gitlab_token):
             log.warning("webhooks.unsigned", endpoint=f"/webhooks/{name}")
-    app = FastAPI(title="Liminal GitOps controller", version="0.1.0")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # few worker threads: with 40 (anyio's default) busy on reads, the event loop waits for
+        # the GIL behind all of them and /healthz answers in hundreds of milliseconds
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+        yield
+
+    app = FastAPI(title="Liminal GitOps controller", version="0.1.0", lifespan=lifespan)
     registry = CollectorRegistry()
     deliveries = Counter(
         "liminal_webhook_deliveries",
@@ -339,20 +357,33 @@ def _content_headers(request: Request) -> None:
 
 
 class _BodyLimit:
-    """Reads webhook bodies: at most `limit` at a time (more get 503 at once), each chunk within
-    BODY_CHUNK_TIMEOUT and the whole within BODY_TIMEOUT (else 408), fed to the signature's HMAC
-    as it arrives, and kept in memory only up to SPOOL_IN_MEMORY bytes (the rest in a temporary
-    file): bad-signature bodies cost neither memory nor a worker."""
+    """Reads webhook bodies: at most `limit` at a time; a delivery waits up to SLOT_WAIT seconds
+    for its turn (small bodies take milliseconds), and with MAX_WAITING_BODIES waiting already, or
+    after that wait, it gets 503. Each chunk must come within BODY_CHUNK_TIMEOUT and the whole
+    within BODY_TIMEOUT (else 408). The body is fed to the signature's HMAC as it arrives and kept
+    in memory only up to SPOOL_IN_MEMORY bytes (the rest in a temporary file): bad-signature
+    bodies cost neither memory nor a worker."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.in_flight = 0
+        self.slots = anyio.Semaphore(limit)
+        self.waiting = 0
 
     async def read(self, request: Request, mac: Any = None, check: Callable[[], None] | None = None) -> bytes:
-        if self.in_flight >= self.limit:
-            raise WebhookError(503, f"{self.limit} webhook bodies are being read already; retry later")
-        self.in_flight += 1  # the event loop is one thread: no lock needed
+        if self.waiting >= MAX_WAITING_BODIES:
+            raise WebhookError(503, f"{self.waiting} webhook deliveries are waiting already; retry later")
+        acquired = False
+        self.waiting += 1  # the event loop is one thread: no lock needed
         try:
+            with anyio.move_on_after(SLOT_WAIT):
+                await self.slots.acquire()
+                acquired = True
+        finally:
+            self.waiting -= 1
+        if not acquired:
+            raise WebhookError(503, f"{self.limit} webhook bodies were being read for {SLOT_WAIT:g} s; retry later")
+        try:
+            declared = request.headers.get("Content-Length")
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
                 size = 0
                 try:
@@ -374,7 +405,6 @@ class _BodyLimit:
                     raise WebhookError(408, "the body was not received in time") from None
                 except ClientDisconnect:
                     raise WebhookError(400, "the client went away before sending the body") from None
-                declared = request.headers.get("Content-Length")
                 if declared is not None and size != int(declared):
                     raise WebhookError(400, "the body is shorter than its Content-Length")
                 if check is not None:
@@ -382,7 +412,7 @@ class _BodyLimit:
                 spool.seek(0)
                 return spool.read()
         finally:
-            self.in_flight -= 1
+            self.slots.release()
 
 
 def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:

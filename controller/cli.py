@@ -213,6 +213,7 @@ def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
         targets=targets,
         settings=settings.render,
         environ=placeholder_environ(),
+        policies=settings.policies,
     )
     return deps, ledger
 

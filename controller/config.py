@@ -6,15 +6,18 @@ without the `LIMINAL_` prefix (`registry: 127.0.0.1:5000`); the environment wins
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 
 from controller.errors import ConfigError
+from controller.model import Policies, RepoPolicy
 from controller.render.settings import RenderSettings, ServingTarget
 
 __all__ = [
@@ -71,6 +74,7 @@ KNOWN_NAMES = frozenset(
         "allow_http_remotes",
         "git_timeout",
         "placeholder_env",
+        "policy_file",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -291,6 +295,9 @@ class ControllerSettings:
     """Track plain http:// remotes and send them the git token (LIMINAL_ALLOW_HTTP_REMOTES=true).
     Off by default: the token and the content would cross the network in clear text."""
 
+    policies: Policies = field(default_factory=Policies)
+    """What each repository's liminal.yml may ask for (LIMINAL_POLICY_FILE); the safe default without one."""
+
     git_timeout: float = 300.0
     """Seconds one git command may take before it is killed (LIMINAL_GIT_TIMEOUT): a hanging remote
     never holds a worker."""
@@ -341,7 +348,76 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         allow_local_remotes=_flag(values.get("allow_local_remotes")),
         allow_http_remotes=_flag(values.get("allow_http_remotes")),
         git_timeout=_seconds("git_timeout", values.get("git_timeout") or "300"),
+        policies=_policies(values.get("policy_file"), _render_settings(values).namespace),
     )
+
+
+_POLICY_KEYS = frozenset(
+    {"executor_types", "namespaces", "service_accounts", "cluster_contexts", "docker_settings", "host_mounts"}
+)
+
+
+def _policies(path: str | None, namespace: str) -> Policies:
+    """The policy file: `default:` (every repository not named) and `repositories: {NAME: ...}`,
+    each a mapping of RepoPolicy fields; a repository's entry starts from `default`. A list may be
+    `["*"]` (anything). Without a file: the safe default, with the controller's namespace."""
+    builtin = RepoPolicy(namespaces=(namespace,))
+    if not path:
+        return Policies(default=builtin)
+    where = f"LIMINAL_POLICY_FILE {path}"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{at}") from None
+    data = data or {}
+    if not isinstance(data, dict) or set(data) - {"default", "repositories"}:
+        raise ConfigError(f"{where} must be a mapping with `default` and `repositories`")
+    default = _policy(data.get("default"), builtin, f"{where}: default")
+    repositories = data.get("repositories") or {}
+    if not isinstance(repositories, dict):
+        raise ConfigError(f"{where}: `repositories` must map repository names to policies")
+    return Policies(
+        default=default,
+        repositories=MappingProxyType(
+            {
+                str(name): _policy(entry, default, f"{where}: repositories.{name}")
+                for name, entry in repositories.items()
+            }
+        ),
+    )
+
+
+def _policy(entry: object, base: RepoPolicy, where: str) -> RepoPolicy:
+    if entry is None:
+        return base
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = sorted(str(k) for k in entry if k not in _POLICY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_POLICY_KEYS))})")
+    changes: dict[str, object] = {}
+    for key, value in entry.items():
+        if key in ("docker_settings", "host_mounts"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: `{key}` must be true or false")
+            changes[key] = value
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f'{where}: `{key}` must be a list of names (or ["*"] for any)')
+        if "*" in value:
+            changes[key] = None
+        elif key == "executor_types":
+            wrong = sorted(set(value) - {"kubernetes", "airflow", "emr", "docker"})
+            if wrong:
+                raise ConfigError(f"{where}: unknown executor type(s) {', '.join(wrong)}")
+            changes[key] = frozenset(value)
+        else:
+            changes[key] = tuple(value)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def _flag(value: str | None) -> bool:

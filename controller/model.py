@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "EMPTY",
+    "UNRESTRICTED",
     "Action",
     "BuildRecord",
     "Change",
@@ -37,7 +38,9 @@ __all__ = [
     "Origin",
     "Pipeline",
     "Plan",
+    "Policies",
     "Problem",
+    "RepoPolicy",
     "RepoRef",
     "Resource",
     "ResourceKey",
@@ -442,6 +445,57 @@ class RepoRef:
     prune: bool = True
     self_heal: bool = True
     """Restore live state that drifted from git (Argo CD's selfHeal); off, drift is only reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepoPolicy:
+    """What a repository's liminal.yml may ask for beyond its own pipelines (Argo CD's AppProject,
+    kept small). The operator sets it; a liminal.yml asking for more is invalid.
+
+    The default is safe: every executor type, the controller's namespace only, no service account,
+    no Kubernetes cluster context, no Docker engine or network override, no host paths."""
+
+    executor_types: frozenset[str] | None = None
+    """Executor types allowed (`kubernetes`, `airflow`, `emr`, `docker`); None: all."""
+
+    namespaces: tuple[str, ...] | None = ("default",)
+    """Kubernetes namespaces an executor's `namespace` may name (the controller's namespace by
+    default); None: any."""
+
+    service_accounts: tuple[str, ...] | None = ()
+    """Kubernetes service accounts an executor's `service_account_name` may name; None: any."""
+
+    cluster_contexts: tuple[str, ...] | None = ()
+    """kubeconfig contexts an executor's `cluster_context` may name (another cluster is another
+    trust domain); None: any."""
+
+    docker_settings: bool = False
+    """May a `docker` executor set `docker_url` (another engine) or `network_mode` (e.g. `host`)."""
+
+    host_mounts: bool = False
+    """May volumes use `local.path` and secrets `local_path_file` (paths on the host that runs the task)."""
+
+
+UNRESTRICTED = RepoPolicy(
+    namespaces=None,
+    service_accounts=None,
+    cluster_contexts=None,
+    docker_settings=True,
+    host_mounts=True,
+)
+"""No policy: what `liminal validate` and `render` check a working copy against (the operator's own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The policy of each tracked repository: `repositories[name]`, else `default`."""
+
+    default: RepoPolicy = field(default_factory=RepoPolicy)
+    repositories: Mapping[str, RepoPolicy] = field(default_factory=lambda: EMPTY)
+
+    def for_repo(self, name: str) -> RepoPolicy:
+        """The policy that applies to the repository named `name`."""
+        return self.repositories.get(name, self.default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ import fastjsonschema
 
 from controller.errors import InputError
 from controller.files import FileRefusedError, read_repository_file
-from controller.model import Memo, Problem, Spec, System, memoized
+from controller.model import UNRESTRICTED, Memo, Problem, RepoPolicy, Spec, System, memoized
+from controller.spec.policy import policy_problems
 from controller.spec.resolve import Document, resolve_system
 from controller.spec.schema import check_schema, jsonable, load_schema
 from controller.spec.validate import SourceFile, check_unique, k8s_name, service_name, validate_system
@@ -190,6 +191,7 @@ def load(
     environ: Mapping[str, str],
     limits: Limits = DEFAULT_LIMITS,
     memo: Memo | None = None,
+    policy: RepoPolicy = UNRESTRICTED,
 ) -> Spec:
     """Load, resolve and validate a set of liminal.yml files as one repository.
 
@@ -198,6 +200,7 @@ def load(
     system, or raises InputError carrying every problem found, sorted by file and position.
     With a `memo`, a file whose bytes are unchanged is not parsed again, and a system whose
     files, environment and directory tree are unchanged is not resolved or validated again.
+    `policy` says what the repository may ask for (executors, namespaces, host paths, ...).
     """
     problems: list[Problem] = []
     documents: dict[str, Document] = {}
@@ -241,10 +244,11 @@ def load(
                 resolved, supers, variables = resolve_system(doc, documents, base, environ)
             except InputError as exc:
                 return None, list(exc.problems)
-            return validate_system(resolved, supers, variables, by_file)
+            system, found = validate_system(resolved, supers, variables, by_file)
+            return system, [*found, *policy_problems(resolved, policy)]
 
         tree = memo.tree_id(posixpath.dirname(doc.root.file)) if memo is not None else None
-        key = (_chain_key(doc, documents, digests), environ_key, tree) if tree is not None else None
+        key = (_chain_key(doc, documents, digests), environ_key, policy, tree) if tree is not None else None
         system, found = memoized(memo, "system", key, make)
         problems += found
         if system is not None:

@@ -23,6 +23,7 @@ from controller.model import (
     Memo,
     Origin,
     Plan,
+    Policies,
     RepoRef,
     Resource,
     ResourceKey,
@@ -94,6 +95,8 @@ class Deps:
     environ: Mapping[str, str] = field(default_factory=dict)
     cache: RenderCache | None = field(default_factory=RenderCache)
     """Kept between reconciles of a long-lived process; None renders everything every time."""
+    policies: Policies = field(default_factory=Policies)
+    """What each repository may ask for (the safe default unless the operator's policy file says more)."""
 
 
 def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
@@ -111,6 +114,7 @@ def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
         deps.settings,
         tuple(sorted(deps.environ.items())),
         frozenset(deps.targets),
+        deps.policies.for_repo(snapshot.repo.name),
     )
     return cache.get_or_make("desired", key, lambda: _desired(snapshot, deps, cache.view(deps.source.trees(snapshot))))
 
@@ -122,7 +126,7 @@ def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:
     files = [SourceFile(f.path, f.path.relative_to(f.root).as_posix(), f.root) for f in discover([snapshot.root])]
     if not files:
         return DesiredState(origin, ())
-    spec = load(files, deps.environ, memo=memo)
+    spec = load(files, deps.environ, memo=memo, policy=deps.policies.for_repo(snapshot.repo.name))
     state = render(spec, snapshot.root, deps.settings, origin, memo=memo)
     return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets))
 
