@@ -147,3 +147,74 @@ def test_dockerignore_never_crashes(text: str, path: str) -> None:
         return
     rules.ignores(path)
     assert rules.budget >= rules.limit - len(rules.patterns) * max(len(path), 1)
+
+
+# ---- webhook parsers: any body a sender signs is an event or a 400, never a crash ---------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=10,
+)
+_FIELDS = st.sampled_from(
+    [
+        "ref",
+        "after",
+        "deleted",
+        "repository",
+        "action",
+        "number",
+        "pull_request",
+        "head",
+        "sha",
+        "clone_url",
+        "full_name",
+        "project",
+        "checkout_sha",
+        "object_attributes",
+        "iid",
+        "last_commit",
+        "id",
+        "git_http_url",
+    ]
+)
+_PAYLOAD = st.dictionaries(_FIELDS, _JSON | st.dictionaries(_FIELDS, _JSON, max_size=6), max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    payload=_PAYLOAD,
+    event=st.sampled_from(["push", "pull_request", "ping", "Push Hook", "Merge Request Hook", "other"]),
+    provider=st.sampled_from(["github", "gitlab"]),
+)
+def test_webhook_parsers_answer_any_payload_with_an_event_or_a_400(
+    payload: dict[str, Any], event: str, provider: str
+) -> None:
+    import json
+
+    from webhooks import github, gitlab
+    from webhooks.events import WebhookError, WebhookEvent
+
+    parse = github.parse if provider == "github" else gitlab.parse
+    try:
+        found = parse("d-1", event, json.dumps(payload).encode())
+    except WebhookError as exc:
+        assert exc.status == 400 and str(exc)
+        return
+    assert isinstance(found, WebhookEvent)
+    for text in (found.ref, found.commit, found.project, *found.urls):
+        assert text is None or (isinstance(text, str) and len(text) <= 1024 and text.isprintable())
+    assert found.pull_request is None or isinstance(found.pull_request, int)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300))
+def test_webhook_parsers_answer_any_bytes_with_an_event_or_a_400(body: bytes) -> None:
+    from webhooks import github, gitlab
+    from webhooks.events import WebhookError
+
+    for parse in (github.parse, gitlab.parse):
+        try:
+            parse("d-1", "push", body)
+        except WebhookError as exc:
+            assert exc.status == 400
