@@ -365,15 +365,7 @@ def _policies(path: str | None, namespace: str) -> Policies:
     if not path:
         return Policies(default=builtin)
     where = f"LIMINAL_POLICY_FILE {path}"
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {where}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{where} is not valid YAML{at}") from None
-    data = data or {}
+    data = _read_yaml(Path(path), where) or {}
     if not isinstance(data, dict) or set(data) - {"default", "repositories"}:
         raise ConfigError(f"{where} must be a mapping with `default` and `repositories`")
     default = _policy(data.get("default"), builtin, f"{where}: default")
@@ -440,16 +432,21 @@ def _images(value: str) -> bool:
     return value == "docker"
 
 
-def _read_file(path: Path) -> dict[str, str]:
+def _read_yaml(path: Path, what: str) -> object:
+    """An operator's YAML file; ConfigError naming `what` when it cannot be read or parsed."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         # the position only: PyYAML's message quotes the offending line, which may hold a secret
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        raise ConfigError(f"{what} is not valid YAML{where}") from None
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    data = _read_yaml(path, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
