@@ -133,13 +133,12 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         _content_headers(request)
         event = check_header("X-GitHub-Event", request.headers.get("X-GitHub-Event"))
         delivery_id = check_header("X-GitHub-Delivery", request.headers.get("X-GitHub-Delivery"))
-        mac = None
-        signature = None
+        mac, check = None, None
         if settings.github_secret:
             # refused before a byte of the body is read when the header cannot be a signature
             signature = github.signature_header(request.headers.get("X-Hub-Signature-256"))
             mac = hmac.new(settings.github_secret.encode(), digestmod="sha256")
-        check = partial(github.check_digest, mac, signature) if mac is not None and signature is not None else None
+            check = partial(github.check_digest, mac, signature)
         body = await bodies.read(request, mac, check)
         parsed = github.parse(delivery_id, event, body)
         return await anyio.to_thread.run_sync(_accept, parsed, limiter=intake)

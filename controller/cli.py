@@ -212,7 +212,7 @@ def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
         ledger=ledger,
         targets=targets,
         settings=settings.render,
-        environ=placeholder_environ(),
+        environ=settings.placeholders,
         policies=settings.policies,
     )
     return deps, ledger

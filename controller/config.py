@@ -109,8 +109,11 @@ def placeholder_environ(environ: Mapping[str, str] | None = None) -> dict[str, s
     setting, is a configuration error.
     """
     source = os.environ if environ is None else environ
-    listed = read_config(source).get("placeholder_env", "")
-    names = [n.strip() for n in listed.split(",") if n.strip()]
+    return _placeholder_environ(read_config(source), source)
+
+
+def _placeholder_environ(values: Mapping[str, str], source: Mapping[str, str]) -> dict[str, str]:
+    names = [n.strip() for n in values.get("placeholder_env", "").split(",") if n.strip()]
     for name in names:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ConfigError(f"LIMINAL_PLACEHOLDER_ENV: {name!r} is not an environment variable name")
@@ -302,6 +305,9 @@ class ControllerSettings:
     """Seconds one git command may take before it is killed (LIMINAL_GIT_TIMEOUT): a hanging remote
     never holds a worker."""
 
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+    """The environment variables `{{NAME}}` placeholders may read (LIMINAL_PLACEHOLDER_ENV)."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -315,11 +321,12 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
     values = read_config(env)
     home = Path(values.get("home") or ".liminal").absolute()
     token = values.get("git_token") or None
+    render = _render_settings(values)
     return ControllerSettings(
         home=home,
         ledger_url=values.get("ledger_url") or f"sqlite:///{home / 'ledger.db'}",
         dags_folder=Path(values.get("dags_folder") or home / "dags").absolute(),
-        render=_render_settings(values),
+        render=render,
         git_token=token,
         git_username=values.get("git_username") or "x-access-token",
         git_ssh_key_file=values.get("git_ssh_key_file") or None,
@@ -348,7 +355,8 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         allow_local_remotes=_flag(values.get("allow_local_remotes")),
         allow_http_remotes=_flag(values.get("allow_http_remotes")),
         git_timeout=_seconds("git_timeout", values.get("git_timeout") or "300"),
-        policies=_policies(values.get("policy_file"), _render_settings(values).namespace),
+        policies=_policies(values.get("policy_file"), render.namespace),
+        placeholders=MappingProxyType(_placeholder_environ(values, env)),
     )
 
 

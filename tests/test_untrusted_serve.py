@@ -221,34 +221,34 @@ def test_bad_signature_bodies_cost_no_memory_and_health_stays_up(tmp_path: Path,
     assert sqlite_ledger.deliveries(50) == []
 
 
+def _raw_github(url: str, *, declared: int, delivery: str, signature: str, sent: bytes) -> tuple[str, float]:
+    """POST to /webhooks/github over a bare socket, declaring `declared` body bytes and sending
+    `sent`: the server's first answer, and the seconds it took."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=40) as conn:
+        conn.sendall(
+            b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {declared}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\n".encode()
+            + f"X-Hub-Signature-256: {signature}\r\n\r\n".encode()
+            + sent
+        )
+        started = time.monotonic()
+        answer = conn.recv(4096).decode()
+        return answer, time.monotonic() - started
+
+
 def test_a_body_that_stalls_is_cut_off(tmp_path: Path, sqlite_ledger: Ledger) -> None:
     with _serving(tmp_path, sqlite_ledger) as (url, _):
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=40) as conn:
-            conn.sendall(
-                b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1000\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: slow-1\r\n"
-                b"X-Hub-Signature-256: " + BAD_SIGNATURE.encode() + b"\r\n\r\n{"
-            )
-            started = time.monotonic()
-            answer = conn.recv(4096).decode()
-            waited = time.monotonic() - started
-        assert answer.startswith("HTTP/1.1 408"), answer
-        assert waited < 35  # BODY_CHUNK_TIMEOUT is 10 s; the old code waited for minutes
+        answer, waited = _raw_github(url, declared=1000, delivery="slow-1", signature=BAD_SIGNATURE, sent=b"{")
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert waited < 35  # BODY_CHUNK_TIMEOUT is 10 s; the old code waited for minutes
 
 
 def test_a_signature_that_cannot_be_one_is_refused_before_the_body(tmp_path: Path, sqlite_ledger: Ledger) -> None:
     with _serving(tmp_path, sqlite_ledger) as (url, _):
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-            # declares 25 MB and sends none of it: the header alone is enough to refuse
-            conn.sendall(
-                b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 25000000\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: nosig\r\n"
-                b"X-Hub-Signature-256: sha1=abc\r\n\r\n"
-            )
-            answer = conn.recv(4096).decode()
-        assert answer.startswith("HTTP/1.1 401"), answer
+        # declares 25 MB and sends none of it: the header alone is enough to refuse
+        answer, _ = _raw_github(url, declared=25_000_000, delivery="nosig", signature="sha1=abc", sent=b"")
+    assert answer.startswith("HTTP/1.1 401"), answer
 
 
 # ---- anonymous reads and a remote that hangs ---------------------------------------------------------

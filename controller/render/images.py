@@ -120,9 +120,9 @@ def build_image(image: Image, root: Path, settings: RenderSettings) -> ImageBuil
     )
 
 
-def _ignore_rules(root: Path, context: Path, source: str) -> IgnoreRules:
-    """The image's `.dockerignore` (repository content: read only as a regular file inside `root`)."""
-    display = posixpath.normpath(posixpath.join(source, ".dockerignore"))
+def _ignore_rules(root: Path, context: Path, display: str) -> IgnoreRules:
+    """The image's `.dockerignore`, shown as `display` in problems (repository content: read only
+    as a regular file inside `root`)."""
     ignore_file = context / ".dockerignore"
     if not ignore_file.exists() and not ignore_file.is_symlink():
         return IgnoreRules()
@@ -138,11 +138,11 @@ def _ignore_rules(root: Path, context: Path, source: str) -> IgnoreRules:
 
 
 def _context_files(root: Path, context: Path, source: str) -> list[ContextFile]:
-    rules = _ignore_rules(root, context, source)
+    display = posixpath.normpath(posixpath.join(source, ".dockerignore"))
+    rules = _ignore_rules(root, context, display)
     try:
         return _walk_context(context, source, rules)
     except IgnoreBudgetError as exc:
-        display = posixpath.normpath(posixpath.join(source, ".dockerignore"))
         raise InputError([Problem(display, 1, 1, "$", str(exc), "dockerignore")]) from None
 
 

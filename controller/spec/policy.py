@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller.model import Problem, RepoPolicy
+from controller.spec.validate import mapping_items
 from controller.spec.yaml_positions import Node
 
 __all__ = ["policy_problems"]
@@ -22,7 +23,7 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
     """Every place where the resolved system `resolved` asks for more than `policy` allows."""
     problems: list[Problem] = []
     types: dict[str, str] = {}
-    for executor in _items(resolved.get("executors")):
+    for executor in mapping_items(resolved.get("executors")):
         name, kind = _text(executor.get("executor")), _text(executor.get("type"))
         if name is not None and kind is not None:
             types[name] = kind
@@ -47,8 +48,8 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
                         )
                     )
     if policy.executor_types is not None:
-        for pipeline in _items(resolved.get("pipelines")):
-            for task in _items(pipeline.get("tasks")):
+        for pipeline in mapping_items(resolved.get("pipelines")):
+            for task in mapping_items(pipeline.get("tasks")):
                 used = _text(task.get("executor")) or ""
                 kind = types.get(used)
                 if kind is not None and kind not in policy.executor_types:
@@ -62,7 +63,7 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
                     )
     if not policy.host_mounts:
         for section, key, what in (("volumes", "local", "volume"), ("secrets", "local_path_file", "secret")):
-            for item in _items(resolved.get(section)):
+            for item in mapping_items(resolved.get(section)):
                 node = item.get(key)
                 if node is not None:
                     problems.append(
@@ -79,12 +80,6 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
 def _allows(allowed: Iterable[str]) -> str:
     names = ", ".join(repr(a) for a in allowed)
     return f"{_WHERE} allows {names}" if names else f"{_WHERE} allows none"
-
-
-def _items(node: Node | None) -> list[Node]:
-    if node is None or not isinstance(node.value, list):
-        return []
-    return [n for n in node.value if isinstance(n.value, dict)]
 
 
 def _text(node: Node | None) -> str | None:

@@ -38,7 +38,7 @@ from controller.names import DAG_ID, DOCKER_REPO, DOCKER_TAG, ENV_NAME, K8S_LABE
 from controller.spec.schema import suggest
 from controller.spec.yaml_positions import Node, to_plain
 
-__all__ = ["SourceFile", "check_unique", "k8s_name", "validate_system"]
+__all__ = ["SourceFile", "check_unique", "k8s_name", "mapping_items", "validate_system"]
 
 SCHEDULE_PRESETS = frozenset(
     {
@@ -123,7 +123,8 @@ def _text(node: Node | None) -> str | None:
     return node.value if isinstance(node.value, str) else str(node.value)
 
 
-def _items(node: Node | None) -> list[Node]:
+def mapping_items(node: Node | None) -> list[Node]:
+    """The mappings in the list `node` (nothing when it is not a list)."""
     if node is None or not isinstance(node.value, list):
         return []
     return [item for item in node.value if isinstance(item.value, dict)]
@@ -259,7 +260,7 @@ def _escaping_symlink(directory: Path, root: Path) -> Path | None:
 
 
 def _endpoints(ctx: _Context, image: Node) -> tuple[Endpoint, ...]:
-    items = _items(image.get("endpoints"))
+    items = mapping_items(image.get("endpoints"))
     check_unique(ctx.problems, items, _name_of("endpoint"), "endpoint", "unique-name")
     out = []
     for ep in items:
@@ -280,7 +281,7 @@ def _endpoints(ctx: _Context, image: Node) -> tuple[Endpoint, ...]:
 
 def _images(ctx: _Context, root: Node) -> dict[str, Image]:
     out: dict[str, Image] = {}
-    nodes = _items(root.get("images"))
+    nodes = mapping_items(root.get("images"))
     for node in nodes:
         name = _text(node.get("image"))
         kind = _text(node.get("type"))
@@ -449,7 +450,7 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
     if kind == "sql" and _text(node.get("query")) is None:
         ctx.add(node, f"sql task '{name}' has no query", "required")
     mounts = []
-    for m in _items(node.get("mounts")):
+    for m in mapping_items(node.get("mounts")):
         volume = _text(m.get("volume")) or ""
         if volume not in scope.volumes:
             declared = ", ".join(sorted(scope.volumes)) or "none"
@@ -473,7 +474,7 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
             )
         )
     secrets = []
-    for s in _items(node.get("secrets")):
+    for s in mapping_items(node.get("secrets")):
         secret = _text(s.get("secret")) or ""
         if secret not in scope.secrets:
             ctx.add(
@@ -532,7 +533,7 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
             "required",
         )
     # a `type: pipeline` task only marks where a pipeline's own tasks go in pipeline_defaults.tasks
-    task_nodes = [t for t in _items(node.get("tasks")) if _text(t.get("type")) != "pipeline"]
+    task_nodes = [t for t in mapping_items(node.get("tasks")) if _text(t.get("type")) != "pipeline"]
     check_unique(ctx.problems, task_nodes, _name_of("task"), "task", "unique-name")
     # names that are not valid task ids are reported once, by _task
     _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.fullmatch(n)], "task")
@@ -607,7 +608,7 @@ def validate_system(
     name = _text(resolved.get("name")) or ""
     owner = _text(resolved.get("owner"))
     images = _images(ctx, resolved)
-    executor_nodes = {n: e for e in _items(resolved.get("executors")) if (n := _text(e.get("executor")))}
+    executor_nodes = {n: e for e in mapping_items(resolved.get("executors")) if (n := _text(e.get("executor")))}
     executors = {
         n: Executor(
             name=n,
@@ -617,7 +618,7 @@ def validate_system(
         for n, e in executor_nodes.items()
         if _text(e.get("type")) in ExecutorType.__members__.values()
     }
-    volume_nodes = _items(resolved.get("volumes"))
+    volume_nodes = mapping_items(resolved.get("volumes"))
     check_unique(ctx.problems, volume_nodes, _name_of("volume"), "volume", "unique-name")
     _k8s_collisions(ctx, [(n, v) for v in volume_nodes if (n := _text(v.get("volume")))], "volume")
     volumes = {}
@@ -631,7 +632,7 @@ def validate_system(
             claim_name=_text(v.get("claim_name")) or f"{vname}-pvc",
             local_path=_text(local.get("path")) if local is not None else None,
         )
-    secret_nodes = _items(resolved.get("secrets"))
+    secret_nodes = mapping_items(resolved.get("secrets"))
     check_unique(ctx.problems, secret_nodes, _name_of("secret"), "secret", "unique-name")
     secrets = {
         n: Secret(name=n, local_path_file=_text(s.get("local_path_file")))
@@ -640,9 +641,9 @@ def validate_system(
     }
     scope = _SystemScope(images, executors, volumes, secrets, variables)
     pipelines = tuple(
-        p for p in (_pipeline(ctx, n, scope, owner) for n in _items(resolved.get("pipelines"))) if p is not None
+        p for p in (_pipeline(ctx, n, scope, owner) for n in mapping_items(resolved.get("pipelines"))) if p is not None
     )
-    service_nodes = _items(resolved.get("services"))
+    service_nodes = mapping_items(resolved.get("services"))
     services = tuple(s for s in (_service(ctx, n, images) for n in service_nodes) if s is not None)
     monitoring = resolved.get("monitoring")
     system = System(
