@@ -28,7 +28,7 @@ from controller.config import (
 )
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Deployed, Origin, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
+from controller.model import Deployed, Origin, Problem, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
 from controller.names import is_repo_name
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
@@ -63,16 +63,23 @@ FORMATS = click.Choice(["text", "json"])
 
 def _fail(exc: LiminalError, fmt: str) -> NoReturn:
     if isinstance(exc, InputError):
-        if fmt == "json":
-            click.echo(json.dumps([p.as_json() for p in exc.problems], indent=2))
-        else:
-            for problem in exc.problems:
-                click.echo(problem.render())
-            noun = "problem" if len(exc.problems) == 1 else "problems"
-            click.echo(f"{len(exc.problems)} {noun} found", err=True)
+        _problems([*exc.problems, *exc.warnings], fmt)
+        noun = "problem" if len(exc.problems) == 1 else "problems"
+        more = f" and {len(exc.warnings)} warning(s)" if exc.warnings else ""
+        if fmt != "json":
+            click.echo(f"{len(exc.problems)} {noun}{more} found", err=True)
         sys.exit(1)
     click.echo(f"error: {exc}", err=True)
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def _problems(problems: Sequence[Problem], fmt: str) -> None:
+    ordered = sorted(problems, key=Problem.sort_key)
+    if fmt == "json":
+        click.echo(json.dumps([p.as_json() for p in ordered], indent=2))
+    else:
+        for problem in ordered:
+            click.echo(problem.render())
 
 
 def _load(paths: Sequence[str]) -> Spec:
@@ -98,24 +105,30 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
-def validate(paths: tuple[str, ...], fmt: str) -> None:
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there is any).")
+def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     """Validate liminal.yml files: PATH is a file or a directory (default: the current one).
 
-    Prints one line per problem, `file:line:col: error: path: message`; exits 1 when there is any.
+    Prints one line per problem, `file:line:col: error: path: message` (or `warning:` for what is
+    deployed but has no effect); exits 1 when there is an error, or a warning with --strict.
     """
     try:
         spec = _load(paths)
     except LiminalError as exc:
         _fail(exc, fmt)
+    _problems(spec.warnings, fmt)
+    if strict and spec.warnings:
+        if fmt != "json":
+            click.echo(f"{len(spec.warnings)} warning(s) found; --strict makes them errors", err=True)
+        sys.exit(1)
     if fmt == "json":
-        click.echo("[]")
         return
     pipelines = sum(len(s.pipelines) for s in spec.systems)
     tasks = sum(len(p.tasks) for s in spec.systems for p in s.pipelines)
     click.echo(
         f"ok: {len(spec.files)} file(s), {len(spec.systems)} system(s), {pipelines} pipeline(s), {tasks} task(s), "
         f"{sum(len(s.images) for s in spec.systems)} image(s), {sum(len(s.services) for s in spec.systems)} "
-        "service(s)"
+        "service(s)" + (f", {len(spec.warnings)} warning(s)" if spec.warnings else "")
     )
 
 

@@ -49,6 +49,7 @@ KNOWN_NAMES = frozenset(
         "registry",
         "base_image",
         "spark_base_image",
+        "python_base_images",
         "namespace",
         "serving",
         "task_docker_url",
@@ -198,11 +199,28 @@ def _render_settings(values: Mapping[str, str]) -> RenderSettings:
     return RenderSettings(
         registry=values.get("registry", defaults.registry),
         base_image=values.get("base_image") or defaults.base_image,
+        python_base_images=_python_base_images(values.get("python_base_images", "")),
         spark_base_image=values.get("spark_base_image") or defaults.spark_base_image,
         namespace=values.get("namespace") or defaults.namespace,
         serving=ServingTarget(serving),
         docker_url=values.get("task_docker_url") or defaults.docker_url,
     )
+
+
+def _python_base_images(text: str) -> tuple[tuple[str, str], ...]:
+    """`3.11=python:3.11-slim,3.12=registry/py:3.12` as sorted (version, image) pairs."""
+    pairs: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        version, sep, image = (x.strip() for x in item.partition("="))
+        if not sep or not re.fullmatch(r"[0-9]+\.[0-9]+", version) or not image:
+            raise ConfigError(
+                f"LIMINAL_PYTHON_BASE_IMAGES takes VERSION=IMAGE pairs separated by commas (3.11=python:3.11-slim); "
+                f"got {item!r}"
+            )
+        pairs[version] = image
+    return tuple(sorted(pairs.items()))
 
 
 @dataclass(frozen=True, slots=True)

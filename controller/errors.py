@@ -23,8 +23,10 @@ class LiminalError(Exception):
 class InputError(LiminalError):
     """The repository content is invalid; every problem carries file, line, column and path."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[Problem] = ()) -> None:
         self.problems: tuple[Problem, ...] = tuple(sorted(problems, key=Problem.sort_key))
+        self.warnings: tuple[Problem, ...] = tuple(sorted(warnings, key=Problem.sort_key))
+        """Warnings found beside the errors (shown with them; they alone never raise)."""
         first = self.problems[0].render() if self.problems else "invalid input"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(first + more)

@@ -57,6 +57,7 @@ __all__ = [
     "System",
     "Task",
     "Volume",
+    "Where",
     "freeze",
     "k8s_name",
     "memoized",
@@ -119,10 +120,22 @@ class Problem:
     path: str
     message: str
     rule: str
+    severity: str = "error"
+    """`error` (the file is not deployed) or `warning` (deployed; something in it has no effect or
+    may not do what it seems to). `liminal validate --strict` treats warnings as errors."""
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error, False for a warning."""
+        return self.severity == "error"
+
+    def as_warning(self) -> Problem:
+        """The same problem with severity `warning`."""
+        return Problem(self.file, self.line, self.col, self.path, self.message, self.rule, "warning")
 
     def render(self) -> str:
-        """Format as `file:line:col: error: path: message`, the shape editors and CI parse."""
-        return f"{self.file}:{self.line}:{self.col}: error: {self.path}: {self.message}"
+        """Format as `file:line:col: error: path: message` (or `warning:`), the shape editors and CI parse."""
+        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.path}: {self.message}"
 
     def as_json(self) -> dict[str, Any]:
         """The problem as the JSON object `liminal validate --format json` prints."""
@@ -133,11 +146,26 @@ class Problem:
             "path": self.path,
             "message": self.message,
             "rule": self.rule,
+            "severity": self.severity,
         }
 
     def sort_key(self) -> tuple[str, int, int, str]:
         """Order problems by file and position."""
         return (self.file, self.line, self.col, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A place in a liminal.yml, kept by load for problems that only render can find."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+
+    def problem(self, message: str, rule: str) -> Problem:
+        """An error at this place."""
+        return Problem(self.file, self.line, self.col, self.path, message, rule)
 
 
 class ImageType(enum.StrEnum):
@@ -187,6 +215,11 @@ class Image:
     build_cmd: str | None
     endpoints: tuple[Endpoint, ...]
     defined_in: str
+    python_version: str | None = None
+    """Liminal's `python_version`: which configured base image the build starts from (None: the default)."""
+    python_version_at: Where | None = None
+    pip_conf: str | None = None
+    """Liminal's `pip_conf`: a pip.conf in the repository (POSIX, relative to its root) used by `pip install`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +265,8 @@ class SecretMount:
 
     secret: str
     remote_path: str
+    sub_path: str | None = None
+    """One key of the secret (one file), which then appears as `remote_path/sub_path`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +291,9 @@ class Task:
     partitions: int = 1
     description: str | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    variables: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    """The variables (the system's, then the task's own) that the task's run-time strings name,
+    as text: filled when the task runs, after the DAG run's conf (Liminal's order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +310,14 @@ class Pipeline:
     default_args: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     paused: bool | None = None
     """The DAG's pause state as git says; None leaves it to Airflow (Liminal's behaviour)."""
+    dag_options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    """DAG arguments besides default_args (`max_active_runs`, `max_active_tasks`, `catchup`)."""
+    unused: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    """Pipeline keys no Airflow operator takes: Liminal passes them on, Airflow ignores them (each is
+    a warning); kept so that `liminal show` can say what was resolved."""
+    always_run: bool = False
+    """Liminal's root `always_run`: every task runs whatever failed before it, and `end` then fails
+    the run if anything failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +354,8 @@ class Spec:
 
     systems: tuple[System, ...]
     files: tuple[str, ...] = field(default=())
+    warnings: tuple[Problem, ...] = ()
+    """Located warnings of every file, sorted (errors raise InputError instead)."""
 
 
 # ---- desired state: what render produces and plan compares ----------------------------------
@@ -426,6 +474,8 @@ class DesiredState:
 
     origin: Origin
     resources: tuple[Resource, ...]
+    warnings: tuple[Problem, ...] = ()
+    """What the files ask for that has no effect or may not do what it seems (deployed anyway)."""
 
     def by_key(self) -> Mapping[ResourceKey, Resource]:
         """The resources indexed by key."""

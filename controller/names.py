@@ -15,7 +15,9 @@ __all__ = [
     "DOCKER_TAG",
     "ENV_NAME",
     "K8S_LABEL",
+    "PLACEHOLDER_NAME",
     "REPO_NAME",
+    "RUN_TIME_VALUES",
     "TASK_ID",
     "is_dag_id",
     "is_repo_name",
@@ -38,6 +40,41 @@ DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 REPO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 """A tracked repository's name (`repo add --name`): it appears in paths, labels and URLs."""
+
+
+PLACEHOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+"""What may stand inside `{{ }}` in a task's command, environment or Spark arguments: a plain
+name (a variable, a DAG-run conf key) or a dotted path (`dag_run.conf.x`). The DAG loader
+(render/dag_loader.py, which imports nothing of the controller) repeats it; a test checks both agree."""
+
+RUN_TIME_VALUES = frozenset(
+    {
+        "ds",
+        "ds_nodash",
+        "ts",
+        "ts_nodash",
+        "ts_nodash_with_tz",
+        "logical_date",
+        "execution_date",
+        "yesterday_ds",
+        "yesterday_ds_nodash",
+        "tomorrow_ds",
+        "tomorrow_ds_nodash",
+        "data_interval_start",
+        "data_interval_end",
+        "prev_data_interval_start_success",
+        "prev_data_interval_end_success",
+        "prev_start_date_success",
+        "prev_end_date_success",
+        "run_id",
+        "dag_run",
+        "params",
+        "task_instance_key_str",
+    }
+)
+"""Airflow's run-time values a task's strings may name (`{{ds}}`, `{{dag_run.conf.x}}`): filled by
+plain lookup when the task runs. Liminal's `yesterday_ds`, `tomorrow_ds` and `execution_date`,
+gone from Airflow 3's context, are computed from the run's date. The DAG loader repeats the set."""
 
 
 def is_dag_id(name: str) -> bool:

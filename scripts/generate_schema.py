@@ -70,14 +70,16 @@ COMMON_TASK: dict[str, Schema] = {
         "job_start/job_end)."
     ),
     "variables": {
-        "description": "Task variables: a map, or the name of a map in the root `variables` section.",
+        "description": "Task variables: a map, or the name of a map in the root `variables` section. They fill "
+        "`{{name}}` in the task's `cmd`, `env_vars` and Spark arguments when the task runs, after the DAG run's "
+        "conf and before Airflow's run-time values (Liminal's order); the task's own win over the root's.",
         "type": ["object", "string"],
     },
     "env_vars": ENV_VARS,
     "env": {
         "type": "object",
-        "description": "Not read by Liminal (it reads `env_vars`); accepted so that files written for it stay "
-        "valid. Use `env_vars`.",
+        "description": "Not read by Liminal (it reads `env_vars`); accepted with a warning so that files written "
+        "for it stay valid. Use `env_vars`.",
     },
 }
 CONTAINER_TASK: dict[str, Schema] = {
@@ -85,28 +87,32 @@ CONTAINER_TASK: dict[str, Schema] = {
         "Image to run: the name of an image in `images`, or a full external reference with a tag "
         "or digest (e.g. `python:3.11-slim`)."
     ),
-    "cmd": s("Command run in the container (by `/bin/sh -c`)."),
+    "cmd": s(
+        "Command run in the container by `/bin/bash -c`, as in Liminal (the image needs bash). `{{name}}` is "
+        "filled when the task runs: DAG-run conf, task variables, then Airflow's run-time values (`{{ds}}`)."
+    ),
     "mounts": MOUNTS,
     "secrets": TASK_SECRETS,
     "executors": {
         "type": "integer",
         "minimum": 1,
         "maximum": 1000,
-        "description": "Run N parallel partitions of this task; each is told its index and the "
-        "count through environment variables.",
+        "description": "python: run N parallel partitions of this task, each told its index and the count "
+        "(LIMINAL_SPLIT_ID, LIMINAL_NUM_SPLITS). spark: N Spark executors (spark.executor.instances).",
     },
     "no_cache": {
         "type": "boolean",
-        "description": "Accepted for compatibility; image caching is set on the image.",
+        "description": "No effect (a warning says so); image caching is set on the image.",
     },
-    "application_source": s("The application to run (a python file or jar)."),
+    "application_source": s("spark: the application to run (a python file or jar); not read by python tasks."),
     "request_cpu": cpu("CPU request (Kubernetes quantity, e.g. `500m` or `2`)."),
     "request_memory": memory("Memory request (Kubernetes quantity, e.g. `512Mi`)."),
     "limit_cpu": cpu("CPU limit (Kubernetes quantity)."),
     "limit_memory": memory("Memory limit (Kubernetes quantity)."),
     "do_xcom_push": {
         "type": "boolean",
-        "description": "Push the container's /airflow/xcom/return.json to XCom.",
+        "description": "Push the task's result to XCom (kubernetes: /airflow/xcom/return.json; docker: the "
+        "last line of output).",
     },
     "output_path": s("Sets OUTPUT_PATH in the container."),
     "output_destination_path": s("Sets OUTPUT_DESTINATION_PATH in the container."),
@@ -114,11 +120,16 @@ CONTAINER_TASK: dict[str, Schema] = {
 SPARK_TASK: dict[str, Schema] = {
     "application_arguments": {
         "type": ["array", "object"],
-        "description": "Arguments passed to the application's main method.",
+        "description": "Arguments after the application: a list as written, or a map as key, value, key, value "
+        "(as Liminal).",
     },
     "class": s("Entry point class of a JVM application."),
     "master": s("Spark master URL."),
-    "conf": {"type": "object", "description": "Spark configuration properties."},
+    "conf": {
+        "type": "object",
+        "description": "Spark configuration properties, passed as `--conf key=value`; nested maps are joined "
+        "with dots (`spark: {executor: {memory: 1g}}` is spark.executor.memory).",
+    },
 }
 SQL_TASK: dict[str, Schema] = {
     "query": s("The Spark SQL query."),
@@ -205,6 +216,14 @@ def build() -> Schema:
         "properties": {
             "secret": s("Name of a secret in the root `secrets` section."),
             "remote_path": s("Directory inside the container where the secret appears."),
+            "sub_path": s(
+                "One key of the secret (kubernetes), or the file name of `local_path_file` (docker): it appears "
+                "as `remote_path/sub_path`."
+            ),
+            "read_only": {
+                "type": "boolean",
+                "description": "Secrets are always mounted read-only; `false` is an error.",
+            },
         },
     }
     defs["endpoint"] = {
@@ -234,6 +253,15 @@ def build() -> Schema:
             "source": s("Directory with the code to package, relative to this liminal.yml. Default `.`."),
             "no_cache": {"type": "boolean", "description": "Build without the Docker layer cache."},
             "build_cmd": s("Command run while building the image (e.g. to compile)."),
+            "python_version": {
+                "type": ["string", "number"],
+                "description": "Python version (`'3.11'`, quoted) choosing the base image among those the operator "
+                "configures (LIMINAL_PYTHON_BASE_IMAGES); a version without one is an error.",
+            },
+            "pip_conf": s(
+                "A pip.conf in the repository (relative to this liminal.yml), installed as /etc/pip.conf "
+                "before `pip install -r requirements.txt`."
+            ),
             "endpoints": {
                 "type": "array",
                 "items": {"$ref": "#/$defs/endpoint"},
@@ -246,9 +274,10 @@ def build() -> Schema:
         "title": "executor",
         "type": "object",
         "required": ["executor", "type"],
-        "description": "Where tasks run. Keys besides these are passed on to the executor (for kubernetes: "
-        "KubernetesPodOperator arguments such as `resources`; for emr: `cluster_name`, "
-        "`cluster_id`, `aws_conn_id`, `properties`).",
+        "description": "Where tasks run. kubernetes executors take KubernetesPodOperator arguments (namespace, "
+        "resources, image_pull_secrets, node_selector, affinity, tolerations, annotations, labels, do_xcom_push, "
+        "...; see docs/liminal-compatibility.md); docker executors take docker_url and network_mode. Any other "
+        "key is an error. emr executors are accepted, but their tasks are not run (a warning says so).",
         "properties": {
             "executor": {**NAME, "description": "Executor name, referenced by tasks."},
             "type": {
@@ -303,11 +332,11 @@ def build() -> Schema:
             "description": s("Free text."),
             "image": s("Name of a python_server image in `images`."),
             "type": {"enum": ["python_server"], "description": "Service type."},
-            "source": s("Accepted for compatibility; the image's `source` is what is built."),
+            "source": s("No effect (a warning says so); the image's `source` is what is built."),
             "endpoints": {
                 "type": "array",
                 "items": {"$ref": "#/$defs/endpoint"},
-                "description": "Accepted for compatibility; the image's `endpoints` are served.",
+                "description": "No effect (a warning says so); the image's `endpoints` are served.",
             },
             "env_vars": ENV_VARS,
             "replicas": {"type": "integer", "minimum": 0, "description": "Number of replicas. Default 1."},
@@ -328,8 +357,11 @@ def build() -> Schema:
         "title": "pipeline",
         "type": "object",
         "required": ["pipeline"],
-        "description": "A pipeline: one Airflow DAG of tasks run in order. Keys besides these are passed to "
-        "the DAG's default_args, as Liminal does.",
+        "description": "A pipeline: one Airflow DAG of tasks run in order. As Liminal, other keys go to the "
+        "DAG's default_args: Airflow operator arguments (retries, retry_delay, email, email_on_failure, "
+        "depends_on_past, execution_timeout, ...) are checked and passed on; max_active_runs, max_active_tasks "
+        "and catchup are DAG arguments; a key close to one of these is an error, any other has no effect and "
+        "is a warning.",
         "properties": {
             "pipeline": {**NAME, "description": "Pipeline name: the Airflow dag_id. Unique per controller."},
             "owner": s("Owner shown in Airflow. Default: the root `owner`."),
@@ -360,8 +392,18 @@ def build() -> Schema:
                 "items": {"$ref": "#/$defs/task"},
                 "description": "Tasks, run in order.",
             },
-            "metrics": {"type": "object", "description": "Metrics namespace and backends for this pipeline."},
+            "metrics": ref("metrics", "Liminal's metrics settings; only `backends: []` can be honoured."),
             "tags": {"type": "array", "items": {"type": "string"}, "description": "Extra Airflow DAG tags."},
+            "retries": {"type": "integer", "minimum": 0, "description": "Retries of a failed task."},
+            "retry_delay": {
+                "type": ["number", "string"],
+                "description": "Wait between retries: seconds, or `30s`, `5m`, `1h30m`, `H:MM:SS`.",
+            },
+            "retry_delay_seconds": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Liminal GitOps: `retry_delay` in seconds (older files).",
+            },
         },
         "additionalProperties": True,
     }
@@ -406,11 +448,22 @@ def build() -> Schema:
         },
         "additionalProperties": True,
     }
+    defs["metrics"] = {
+        "title": "metrics",
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Liminal's job_start/job_end metrics. No backend is reachable from the controller's "
+        "tasks: a non-empty `backends` is an error (CloudWatch needs AWS credentials in Airflow).",
+        "properties": {
+            "namespace": s("Metrics namespace."),
+            "backends": {"type": "array", "items": {"type": "string"}, "description": "Must be empty."},
+        },
+    }
     defs["monitoring"] = {
         "title": "monitoring",
         "type": "object",
         "additionalProperties": False,
-        "description": "Where pipeline metrics and alerts go.",
+        "description": "Not used by the controller (a warning says so).",
         "properties": {
             "metrics_backends": {
                 "type": "array",
@@ -444,13 +497,15 @@ def build() -> Schema:
             "description": s("Free text."),
             "always_run": {
                 "type": "boolean",
-                "description": "Run every task even when an earlier one failed.",
+                "description": "Run every task once the one before it is done, even when it failed; the run then "
+                "still fails (its `end` task fails when any task failed). Default false: a failed task stops the "
+                "tasks after it and fails the run.",
             },
             "variables": {
                 "type": "object",
-                "description": "Values for `{{name}}` placeholders, filled when the "
-                "file is loaded (Airflow's own, such as `{{ds}}`, are "
-                "left for run time).",
+                "description": "Values for `{{name}}` placeholders: filled when the file is loaded, except in a "
+                "task's `cmd`, `env_vars` and Spark arguments, where they are filled when the task runs, after "
+                "the DAG run's conf (Liminal's order).",
             },
             "volumes": {
                 "type": "array",
@@ -484,6 +539,7 @@ def build() -> Schema:
                 "description": "Defaults merged into every service (the service wins). Free-form.",
             },
             "monitoring": {"$ref": "#/$defs/monitoring"},
+            "metrics": {"$ref": "#/$defs/metrics"},
             "secrets": {
                 "type": "array",
                 "items": {"$ref": "#/$defs/secret"},

@@ -32,6 +32,7 @@ def test_validate_json_lists_problems_and_exits_1(tmp_path: Path) -> None:
             "path": "$.pipelines[0].timeout_minutes",
             "message": "expected an integer, got the string 'ten'",
             "rule": "schema/type",
+            "severity": "error",
         }
     ]
 
@@ -65,7 +66,9 @@ def test_show_json_has_tasks_in_run_order() -> None:
     (pipeline,) = system["pipelines"]
     assert [t["name"] for t in pipeline["tasks"]] == ["start", "prepare", "train", "end"]
     prepare = pipeline["tasks"][1]
-    assert prepare["env_vars"] == {"OUTPUT_DIR": "/mnt/data/output", "RUN_DATE": "{{ds}}"}
+    # run-time fields keep their placeholders; the variables they name are filled when the task runs
+    assert prepare["env_vars"] == {"OUTPUT_DIR": "{{output_dir}}", "RUN_DATE": "{{ds}}"}
+    assert prepare["variables"] == {"output_dir": "/mnt/data/output"}
     assert prepare["executor"] == "default_k8s"
     assert prepare["executor_type"] == "kubernetes"
     assert prepare["mounts"] == [
@@ -151,10 +154,10 @@ def test_no_secret_environment_reaches_show(tmp_path: Path) -> None:
     result = liminal("show", "--format", "json", str(tmp_path), env=env)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout and "/d" not in result.stdout  # unlisted: nothing is read
-    args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
+    args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["unused"]
     assert args == {"token": "{{API_TOKEN}}", "home": "{{SOME_DIR}}"}
     result = liminal("show", "--format", "json", str(tmp_path), env={**env, "LIMINAL_PLACEHOLDER_ENV": "SOME_DIR"})
-    args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["default_args"]
+    args = json.loads(result.stdout)["systems"][0]["pipelines"][0]["unused"]
     assert args == {"token": "{{API_TOKEN}}", "home": "/d"}
 
 

@@ -79,14 +79,17 @@ def test_dag_payload_follows_liminal_task_order_and_partitions(tmp_path: Path) -
     assert tasks["prepare"]["upstream"] == ["start"]
     assert tasks["train_0"]["upstream"] == ["train_parallelize"]
     assert tasks["train"]["upstream"] == ["train_0", "train_1"]
-    assert tasks["end"]["trigger_rule"] == "all_done"
+    # as Liminal without always_run: each task waits for the one before to succeed, so a failure stops the run
+    assert {t["trigger_rule"] for t in tasks.values()} == {"all_success"}
+    assert tasks["end"]["operator"] == "empty"
+    assert tasks["train_1"]["variables"] == {"output_dir": "/mnt/data/output"}  # filled when the task runs
     assert tasks["train_1"]["env"] == {
-        "OUTPUT_DIR": "/mnt/data/output",
+        "OUTPUT_DIR": "{{output_dir}}",
         "LIMINAL_SPLIT_ID": "1",
         "LIMINAL_NUM_SPLITS": "2",
     }
     assert tasks["prepare"]["env"]["RUN_DATE"] == "{{ds}}"  # Airflow's run-time name stays for run time
-    assert tasks["prepare"]["cmds"] == ["/bin/sh", "-c"]
+    assert tasks["prepare"]["cmds"] == ["/bin/bash", "-c"]  # as Liminal
     assert tasks["prepare"]["arguments"] == ["python -u prepare.py"]
     image = next(r for r in state.resources if r.key.name == "hello/pipeline")
     assert tasks["prepare"]["image"] == f"hello/pipeline:{image.content_hash[:12]}"

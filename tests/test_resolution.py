@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from controller.config import placeholder_environ
 from controller.errors import InputError
-from controller.model import Pipeline, System
+from controller.model import Pipeline, System, Task
+from controller.render.dag_loader import fill_runtime
 from tests.conftest import load_paths
 
 Write = Callable[[dict[str, str]], Path]
@@ -19,6 +21,11 @@ def one_system(path: Path, environ: dict[str, str] | None = None) -> System:
     spec = load_paths([path], environ)
     assert len(spec.systems) == 1
     return spec.systems[0]
+
+
+def run_time(task: Task, text: str) -> str:
+    """`text` as the task sees it when it runs without a DAG-run conf."""
+    return fill_runtime(text, {}, task.variables)
 
 
 def one_pipeline(system: System) -> Pipeline:
@@ -44,9 +51,13 @@ def test_spark_demo_resolves_as_liminal(corpus: Path) -> None:
     ]
     spark = pipeline.tasks[1]
     assert spark.image == "my_spark_image"
-    assert spark.partitions == 2
-    assert spark.options["application_source"] == "data_cleanup.py"  # {{application}} from the sub's variables
-    assert list(spark.options["application_arguments"]) == [
+    # `executors: 2` on a spark task: two Spark executors of one application, not two applications
+    assert spark.partitions == 1
+    assert dict(spark.options["conf"]) == {"spark.executor.instances": "2"}
+    # run-time fields keep their placeholders; the variables they name travel with the task and are
+    # filled when it runs (after the DAG run's conf, as in Liminal)
+    assert run_time(spark, spark.options["application_source"]) == "data_cleanup.py"  # the sub's variable
+    assert [run_time(spark, a) for a in spark.options["application_arguments"]] == [
         "--input_uri",
         "data/iris.csv",  # '{{input_root_dir}}' is '' in the super
         "--output_uri",
@@ -54,7 +65,13 @@ def test_spark_demo_resolves_as_liminal(corpus: Path) -> None:
     ]
     train = pipeline.tasks[2]
     assert [(m.volume, m.path) for m in train.mounts] == [("gettingstartedvol", "/mnt/gettingstartedvol")]
-    assert train.cmd == "python -u training.py --action train --input_uri '/mnt/gettingstartedvol/iris/'"
+    assert train.cmd == "python -u training.py --action train --input_uri '{{training_data_path}}'"
+    assert dict(train.variables) == {"training_data_path": "/mnt/gettingstartedvol/iris/"}
+    assert (
+        run_time(train, train.cmd) == "python -u training.py --action train --input_uri '/mnt/gettingstartedvol/iris/'"
+    )
+    conf = {"dag_run": SimpleNamespace(conf={"training_data_path": "/other/"})}
+    assert fill_runtime(train.cmd, conf, train.variables).endswith("'/other/'")  # a run's conf wins
     assert pipeline.timeout_minutes == 45
     assert pipeline.schedule == "0 * 1 * *"
     assert pipeline.owner == "Bosco Albert Baracus"
@@ -67,7 +84,8 @@ def test_sagemaker_archetype_defaults_reach_every_python_task(corpus: Path) -> N
     for task in pipeline.tasks[1:-1]:
         assert task.executor == "k8s"
         assert task.image == "my_sm_image"
-        assert dict(task.env_vars) == {"AWS_CONFIG_FILE": "/secret/credentials", "COMM_PATH": "/mnt/smvolume"}
+        env = {k: run_time(task, v) for k, v in task.env_vars.items()}
+        assert env == {"AWS_CONFIG_FILE": "/secret/credentials", "COMM_PATH": "/mnt/smvolume"}
         assert [(s.secret, s.remote_path) for s in task.secrets] == [("aws", "/secret")]
         assert [m.volume for m in task.mounts] == ["smvolume"]
         # no variable `application` anywhere: left for Airflow to render at run time
@@ -83,9 +101,9 @@ def test_three_level_super_chain(corpus: Path) -> None:
     # the pipeline's own tasks win over extra_liminal's pipeline_defaults.tasks (Liminal merges, pipeline wins)
     assert [t.name for t in pipeline.tasks] == ["start", "my_parallelized_static_input_task", "end"]
     assert pipeline.tasks[1].partitions == 2
-    assert pipeline.default_args["one"] == "one"
-    assert pipeline.default_args["two"] == "twoww"
-    assert pipeline.default_args["default_arg_loaded"] == "check"
+    assert pipeline.unused["one"] == "one"
+    assert pipeline.unused["two"] == "twoww"
+    assert pipeline.unused["default_arg_loaded"] == "check"
     service = system.services[0]
     assert service.description == "my python server"
     assert service.options["one"] == "two"  # from default_liminal's service_defaults
@@ -99,9 +117,10 @@ def test_three_level_super_chain(corpus: Path) -> None:
 def test_getting_started_variables_and_partitions(corpus: Path) -> None:
     pipeline = one_pipeline(one_system(corpus / "examples/liminal-getting-started"))
     first = pipeline.tasks[1]
-    assert dict(first.env_vars) == {"env1": "myval", "env2": "foo"}
+    assert dict(first.env_vars) == {"env1": "{{myvar}}", "env2": "foo"}  # filled when the task runs
+    assert run_time(first, first.env_vars["env1"]) == "myval"
     assert first.partitions == 2
-    assert pipeline.default_args["default_object_loaded"] == {"key1": "val1", "key2": "val2"}
+    assert pipeline.unused["default_object_loaded"] == {"key1": "val1", "key2": "val2"}
 
 
 SUPER_SUPER = """
@@ -162,7 +181,7 @@ def test_liminal_variable_and_before_after_semantics(write: Write) -> None:
     # base's start first, then the nearer super's before task; the outer super's after task before base's end
     assert [t.name for t in pipeline.tasks] == ["start", "second_task", "before_last_task", "end"]
     assert pipeline.tasks[1].description == "from the super"
-    args = pipeline.default_args
+    args = pipeline.unused
     assert args["param"] == "simple case"
     assert args["param1"] == "-case"  # the sub's variable wins over the super's
     assert args["spaced"] == "-case"
@@ -183,7 +202,7 @@ def test_airflow_runtime_names_are_never_taken_from_the_environment(write: Write
     )
     environ = {"ds": "2000-01-01", "dag_run.conf.x": "no", "HOME_DIR": "/home/x", "env": "e"}
     pipeline = one_pipeline(one_system(root, environ))
-    assert pipeline.default_args["param"] == "{{ds}} {{dag_run.conf.x}} /home/x"
+    assert pipeline.unused["param"] == "{{ds}} {{dag_run.conf.x}} /home/x"
 
 
 def test_only_listed_environment_fills_placeholders() -> None:

@@ -9,9 +9,10 @@ list the folder again. No string from a liminal.yml is ever Python source
 here: names, commands and environment values arrive as JSON data, operators take them as
 arguments, and Jinja templating is switched off on every operator (`template_fields = ()`).
 
-Airflow's own run-time values may still be used in `cmd` and `env_vars` as `{{ ds }}`; only the
-names in RUNTIME_NAMES are filled in, by plain lookup, when the task runs. Variables, connections
-and Airflow's configuration are never reachable from a liminal.yml.
+`{{name}}` in `cmd`, `env_vars` and Spark's arguments is filled when the task runs, by plain lookup,
+in Liminal's order: the DAG run's conf, the task's variables, then Airflow's run-time values in
+RUNTIME_NAMES (`{{ ds }}`). Airflow Variables, connections and configuration are never reachable
+from a liminal.yml.
 
 The module imports Airflow only inside `build_dag`, so the pure helpers can be tested without it.
 """
@@ -26,7 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 """Payload version this loader reads; a different one is refused, never guessed at."""
 
 RUNTIME_NAMES = frozenset(
@@ -37,6 +38,11 @@ RUNTIME_NAMES = frozenset(
         "ts_nodash",
         "ts_nodash_with_tz",
         "logical_date",
+        "execution_date",
+        "yesterday_ds",
+        "yesterday_ds_nodash",
+        "tomorrow_ds",
+        "tomorrow_ds_nodash",
         "data_interval_start",
         "data_interval_end",
         "prev_data_interval_start_success",
@@ -49,16 +55,62 @@ RUNTIME_NAMES = frozenset(
         "task_instance_key_str",
     }
 )
+"""Airflow's run-time values a liminal.yml may name (controller.names.RUN_TIME_VALUES)."""
 
-_PLACEHOLDER = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*)\s*}}")
+_PLACEHOLDER = re.compile(r"{{\s*([A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*}}")
+
+DURATION_ARGS = frozenset({"retry_delay", "max_retry_delay", "execution_timeout"})
+"""default_args the payload gives in seconds (controller.spec.airflow_args.DURATION_ARGS)."""
 
 
-def fill_runtime(text: str, context: Mapping[str, Any]) -> str:
-    """Replace `{{ name }}` / `{{ name.key }}` for names in RUNTIME_NAMES by plain lookup.
+def _derived(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Liminal's date names that Airflow 3 no longer puts in the context, computed from `ds`."""
+    ds = context.get("ds")
+    if not isinstance(ds, str):
+        return {}
+    day = dt.date.fromisoformat(ds)
+    yesterday, tomorrow = day - dt.timedelta(days=1), day + dt.timedelta(days=1)
+    return {
+        "yesterday_ds": yesterday.isoformat(),
+        "yesterday_ds_nodash": yesterday.strftime("%Y%m%d"),
+        "tomorrow_ds": tomorrow.isoformat(),
+        "tomorrow_ds_nodash": tomorrow.strftime("%Y%m%d"),
+        "execution_date": context.get("logical_date") or context.get("data_interval_start"),
+    }
+
+
+def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    conf = getattr(context.get("dag_run"), "conf", None)
+    return conf if isinstance(conf, Mapping) else {}
+
+
+def fill_runtime(text: str, context: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> str:
+    """Fill `{{ name }}` placeholders by plain lookup, in Liminal's order: the DAG run's conf
+    (`{{name}}` is `conf["name"]`), then the task's variables, then Airflow's run-time values in
+    RUNTIME_NAMES (`{{ds}}`, `{{dag_run.conf.x}}`).
 
     Anything else, and any name whose value is missing, stays as written: no expression is
-    evaluated, no attribute starting with `_` is read, and nothing callable is called.
+    evaluated, no attribute starting with `_` is read, and nothing callable is called. A value put
+    in is not searched for placeholders again, except that a conf or variable value may itself
+    name run-time values (`{{ds}}`).
     """
+    if "{{" not in text:
+        return text
+    conf = _conf(context)
+    known = variables or {}
+
+    def given(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in conf:
+            return str(conf[name])
+        if name in known:
+            return str(known[name])
+        return match.group(0)
+
+    return _fill_values(_PLACEHOLDER.sub(given, text), {**context, **_derived(context)})
+
+
+def _fill_values(text: str, context: Mapping[str, Any]) -> str:
     if "{{" not in text:
         return text
 
@@ -139,11 +191,10 @@ def build_dag(payload: Mapping[str, Any]) -> Any:
 
     check_payload(payload)
     start = dt.date.fromisoformat(payload["start_date"])
-    default_args: dict[str, Any] = {"owner": payload.get("owner") or "airflow"}
-    if payload.get("retries") is not None:
-        default_args["retries"] = int(payload["retries"])
-    if payload.get("retry_delay_seconds") is not None:
-        default_args["retry_delay"] = dt.timedelta(seconds=int(payload["retry_delay_seconds"]))
+    default_args: dict[str, Any] = {"owner": payload.get("owner") or "airflow", "depends_on_past": False}
+    for key, given in (payload.get("default_args") or {}).items():
+        default_args[key] = _default_arg(key, given)
+    options = dict(payload.get("dag_options") or {})
     timeout = payload.get("timeout_minutes")
     dag = DAG(
         doc_md=provenance(payload),
@@ -152,10 +203,11 @@ def build_dag(payload: Mapping[str, Any]) -> Any:
         schedule=payload.get("schedule"),
         start_date=dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC),
         dagrun_timeout=dt.timedelta(minutes=int(timeout)) if timeout else None,
-        catchup=False,
+        catchup=bool(options.get("catchup", False)),
         default_args=default_args,
         tags=list(payload.get("tags", [])),
-        max_active_runs=int(payload.get("max_active_runs", 1)),
+        max_active_runs=int(options.get("max_active_runs", 1)),
+        max_active_tasks=int(options.get("max_active_tasks", 16)),
         render_template_as_native_obj=False,
         is_paused_upon_creation=payload.get("paused"),
     )
@@ -165,6 +217,15 @@ def build_dag(payload: Mapping[str, Any]) -> Any:
             for upstream in spec.get("upstream", []):
                 tasks[upstream] >> tasks[spec["task_id"]]
     return dag
+
+
+def _default_arg(key: str, value: Any) -> Any:
+    if key in DURATION_ARGS:
+        return dt.timedelta(seconds=float(value))
+    if key == "end_date":
+        day = dt.date.fromisoformat(value)
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return value
 
 
 def _operator(spec: Mapping[str, Any]) -> Any:
@@ -177,7 +238,36 @@ def _operator(spec: Mapping[str, Any]) -> Any:
         from airflow.providers.standard.operators.empty import EmptyOperator
 
         return EmptyOperator(task_id=spec["task_id"], trigger_rule=spec.get("trigger_rule", "all_success"))
+    if kind == "job_end":
+        return _job_end_class()(task_id=spec["task_id"], trigger_rule=spec.get("trigger_rule", "all_done"))
     return _unsupported_operator(spec)
+
+
+@functools.cache
+def _job_end_class() -> Any:
+    from airflow.sdk import BaseOperator
+
+    class LiminalJobEnd(BaseOperator):  # type: ignore[misc]
+        """Liminal's job_end under `always_run`: runs after every task, and fails the run (by failing
+        itself, the run's last task) when any other task of the run failed."""
+
+        template_fields = ()
+        ui_color = "#6d8fad"
+
+        def execute(self, context: Any) -> Any:
+            from airflow.exceptions import AirflowFailException
+
+            ti = context["ti"]
+            states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+            failed = sorted(
+                t for t, state in states.items() if t != ti.task_id and state in ("failed", "upstream_failed")
+            )
+            for task_id, state in sorted(states.items()):
+                self.log.info("%s finished with state %s", task_id, state)
+            if failed:
+                raise AirflowFailException(f"failing this run: task(s) {', '.join(failed)} failed")
+
+    return LiminalJobEnd
 
 
 @functools.cache
@@ -185,22 +275,48 @@ def _pod_operator_class() -> Any:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     class LiminalPodOperator(KubernetesPodOperator):  # type: ignore[misc]
-        """KubernetesPodOperator with templating off; run-time names filled by plain lookup."""
+        """KubernetesPodOperator with templating off; placeholders filled by plain lookup."""
 
         template_fields = ()
         cmds: list[str]
         arguments: list[str]
         env_vars: list[Any]
 
+        def __init__(self, *, liminal_variables: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.liminal_variables = dict(liminal_variables or {})
+
         def execute(self, context: Any) -> Any:
-            self.cmds = [fill_runtime(c, context) for c in self.cmds]
-            self.arguments = [fill_runtime(a, context) for a in self.arguments]
+            known = self.liminal_variables
+            self.cmds = [fill_runtime(c, context, known) for c in self.cmds]
+            self.arguments = [fill_runtime(a, context, known) for a in self.arguments]
             for env in self.env_vars:
                 if env.value is not None:
-                    env.value = fill_runtime(env.value, context)
+                    env.value = fill_runtime(env.value, context, known)
             return super().execute(context)
 
     return LiminalPodOperator
+
+
+_POD_PASSED = (
+    "in_cluster",
+    "cluster_context",
+    "service_account_name",
+    "get_logs",
+    "on_finish_action",
+    "node_selector",
+    "affinity",
+    "tolerations",
+    "annotations",
+    "priority_class_name",
+    "termination_grace_period",
+    "active_deadline_seconds",
+    "reattach_on_restart",
+    "log_events_on_failure",
+    "dnspolicy",
+    "schedulername",
+)
+"""Executor options handed to KubernetesPodOperator as they are (controller.spec.airflow_args)."""
 
 
 def _pod_operator(spec: Mapping[str, Any]) -> Any:
@@ -221,10 +337,13 @@ def _pod_operator(spec: Mapping[str, Any]) -> Any:
         )
         for m in spec.get("mounts", [])
     ]
-    secrets = [Secret("volume", s["remote_path"], s["name"]) for s in spec.get("secrets", [])]
+    secrets = [Secret("volume", s["remote_path"], s["name"], s.get("key")) for s in spec.get("secrets", [])]
     options = spec.get("kubernetes", {})
+    passed = {k: options[k] for k in _POD_PASSED if k in options}
     return _pod_operator_class()(
         task_id=spec["task_id"],
+        trigger_rule=spec.get("trigger_rule", "all_success"),
+        liminal_variables=spec.get("variables"),
         name=spec["pod_name"],
         namespace=options.get("namespace"),
         image=spec["image"],
@@ -238,13 +357,11 @@ def _pod_operator(spec: Mapping[str, Any]) -> Any:
         container_resources=k8s.V1ResourceRequirements(
             requests=resources.get("requests") or None, limits=resources.get("limits") or None
         ),
-        in_cluster=options.get("in_cluster"),
-        cluster_context=options.get("cluster_context"),
-        service_account_name=options.get("service_account_name"),
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in options.get("image_pull_secrets", [])] or None,
         image_pull_policy=options.get("image_pull_policy", "IfNotPresent"),
         startup_timeout_seconds=int(options.get("startup_timeout_seconds", 300)),
-        get_logs=True,
-        on_finish_action="delete_pod",
+        do_xcom_push=bool(spec.get("do_xcom_push", options.get("do_xcom_push", False))),
+        **{"get_logs": True, "on_finish_action": "delete_pod", **passed},
     )
 
 
@@ -253,15 +370,20 @@ def _docker_operator_class() -> Any:
     from airflow.providers.docker.operators.docker import DockerOperator
 
     class LiminalDockerOperator(DockerOperator):  # type: ignore[misc]
-        """DockerOperator with templating off; run-time names filled by plain lookup."""
+        """DockerOperator with templating off; placeholders filled by plain lookup."""
 
         template_fields = ()
         command: list[str] | None
         environment: dict[str, str] | None
 
+        def __init__(self, *, liminal_variables: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.liminal_variables = dict(liminal_variables or {})
+
         def execute(self, context: Any) -> Any:
-            self.command = [fill_runtime(c, context) for c in self.command or []] or None
-            self.environment = {k: fill_runtime(v, context) for k, v in (self.environment or {}).items()}
+            known = self.liminal_variables
+            self.command = [fill_runtime(c, context, known) for c in self.command or []] or None
+            self.environment = {k: fill_runtime(v, context, known) for k, v in (self.environment or {}).items()}
             return super().execute(context)
 
     return LiminalDockerOperator
@@ -276,15 +398,20 @@ def _docker_operator(spec: Mapping[str, Any]) -> Any:
             source = os.path.join(m["local_path"], m.get("sub_path") or "")
             mounts.append(Mount(target=m["path"], source=source, type="bind", read_only=m.get("read_only", False)))
         else:
-            mounts.append(Mount(target=m["path"], source=m["claim_name"], type="volume"))
+            mounts.append(
+                Mount(target=m["path"], source=m["claim_name"], type="volume", read_only=m.get("read_only", False))
+            )
     for s in spec.get("secrets", []):
         if s.get("local_path_file"):
             source = os.path.expanduser(s["local_path_file"])
-            target = s["remote_path"].rstrip("/") + "/" + os.path.basename(source)
+            name = s.get("file_name") or os.path.basename(source)
+            target = s["remote_path"].rstrip("/") + "/" + name
             mounts.append(Mount(target=target, source=source, type="bind", read_only=True))
     options = spec.get("docker", {})
     return _docker_operator_class()(
         task_id=spec["task_id"],
+        trigger_rule=spec.get("trigger_rule", "all_success"),
+        liminal_variables=spec.get("variables"),
         image=spec["image"],
         command=[*spec.get("cmds", []), *spec.get("arguments", [])] or None,
         environment=dict(spec.get("env", {})),
@@ -296,6 +423,7 @@ def _docker_operator(spec: Mapping[str, Any]) -> Any:
         auto_remove="success",
         mount_tmp_dir=False,
         labels=dict(spec.get("labels", {})),
+        do_xcom_push=bool(spec.get("do_xcom_push", False)),
     )
 
 
@@ -319,7 +447,11 @@ def _unsupported_class() -> Any:
 
 
 def _unsupported_operator(spec: Mapping[str, Any]) -> Any:
-    return _unsupported_class()(task_id=spec["task_id"], reason=str(spec.get("reason", "unsupported task")))
+    return _unsupported_class()(
+        task_id=spec["task_id"],
+        trigger_rule=spec.get("trigger_rule", "all_success"),
+        reason=str(spec.get("reason", "unsupported task")),
+    )
 
 
 def load_payload(text: str) -> dict[str, Any]:

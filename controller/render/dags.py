@@ -49,15 +49,6 @@ for _dag in build_folder(os.path.join(os.path.dirname(os.path.abspath(__file__))
 
 _CONTAINER_TYPES = frozenset({"python", "spark"})
 _MARKER_TYPES = frozenset({"job_start", "job_end"})
-_KUBERNETES_OPTIONS = (
-    "namespace",
-    "in_cluster",
-    "cluster_context",
-    "service_account_name",
-    "image_pull_policy",
-    "startup_timeout_seconds",
-)
-_DOCKER_OPTIONS = ("docker_url", "network_mode")
 
 
 def loader_source() -> str:
@@ -92,15 +83,24 @@ def pipeline_payload(
     images: Mapping[str, ImageBuild],
     settings: RenderSettings,
 ) -> dict[str, Any]:
-    """The pipeline as the loader's JSON data (no origin stamp). Pure."""
+    """The pipeline as the loader's JSON data (no origin stamp). Pure.
+
+    Trigger rules as Liminal sets them: every task waits for the one before it to succeed, so a
+    failed task stops the rest and fails the run; with the root `always_run: true` every task runs
+    once the one before it is done, and `end` fails the run when any task failed.
+    """
+    trigger_rule = "all_done" if pipeline.always_run else "all_success"
     out_tasks: list[dict[str, Any]] = []
     previous: list[str] = []
     for task in pipeline.tasks:
-        base = _task_spec(task, system, images, settings)
+        base = _task_spec(task, system, images, settings, always_run=pipeline.always_run)
         base["upstream"] = previous
+        base["trigger_rule"] = trigger_rule
         if task.partitions > 1 and base["operator"] in ("kubernetes", "docker"):
             fan_out = f"{task.name}_parallelize"
-            out_tasks.append({"task_id": fan_out, "operator": "empty", "upstream": previous})
+            out_tasks.append(
+                {"task_id": fan_out, "operator": "empty", "upstream": previous, "trigger_rule": trigger_rule}
+            )
             parts = []
             for i in range(task.partitions):
                 part = dict(base)
@@ -113,14 +113,18 @@ def pipeline_payload(
                     PARTITION_COUNT_ENV: str(task.partitions),
                 }
                 part["upstream"] = [fan_out]
+                part["trigger_rule"] = "all_success"
                 out_tasks.append(part)
                 parts.append(part["task_id"])
-            out_tasks.append({"task_id": task.name, "operator": "empty", "upstream": parts})
+            # as Liminal: the join waits for every partition to succeed
+            out_tasks.append(
+                {"task_id": task.name, "operator": "empty", "upstream": parts, "trigger_rule": "all_success"}
+            )
         else:
             out_tasks.append(base)
         previous = [task.name]
     payload: dict[str, Any] = {
-        "format": 1,
+        "format": 2,
         "dag_id": pipeline.name,
         "description": pipeline.description,
         "owner": pipeline.owner,
@@ -128,13 +132,16 @@ def pipeline_payload(
         "start_date": pipeline.start_date.isoformat(),
         "timeout_minutes": pipeline.timeout_minutes or None,
         "tasks": out_tasks,
+        "default_args": plain(pipeline.default_args),
     }
+    options = plain(pipeline.dag_options)
+    tags = options.pop("tags", None)
+    if tags:
+        payload["extra_tags"] = tags
+    if options:
+        payload["dag_options"] = options
     if pipeline.paused is not None:
         payload["paused"] = pipeline.paused
-    for key in ("retries", "retry_delay_seconds", "max_active_runs"):
-        value = pipeline.default_args.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            payload[key] = value
     return payload
 
 
@@ -143,6 +150,7 @@ def stamp_payload(payload: Mapping[str, Any], origin: Origin, content_hash: str)
     tags = ["liminal", f"repo:{origin.repo}"[:100]]
     if origin.commit:
         tags.append(f"commit:{origin.commit[:12]}")
+    tags += [t[:100] for t in payload.get("extra_tags", []) if t not in tags]
     return {**payload, "tags": tags, "origin": {"repo": origin.repo, "commit": origin.commit, "hash": content_hash}}
 
 
@@ -171,16 +179,15 @@ def split_dag_text(text: str) -> tuple[str, str]:
 
 
 def _task_spec(
-    task: Task, system: System, images: Mapping[str, ImageBuild], settings: RenderSettings
+    task: Task, system: System, images: Mapping[str, ImageBuild], settings: RenderSettings, *, always_run: bool
 ) -> dict[str, Any]:
     executor = next((e for e in system.executors if e.name == task.executor), None)
     volumes = {v.name: v for v in system.volumes}
     secrets = {s.name: s for s in system.secrets}
     spec: dict[str, Any] = {"task_id": task.name}
     if task.type in _MARKER_TYPES and task.executor_type is ExecutorType.AIRFLOW:
-        spec["operator"] = "empty"
-        if task.type == "job_end":
-            spec["trigger_rule"] = "all_done"  # as in Liminal: the end marker runs even after a failure
+        # Liminal's job_end fails the run when a task failed; it only runs after a failure with always_run
+        spec["operator"] = "job_end" if task.type == "job_end" and always_run else "empty"
         return spec
     if task.type not in _CONTAINER_TYPES or not task.executor_type.runs_containers:
         spec["operator"] = "unsupported"
@@ -194,21 +201,32 @@ def _task_spec(
     if not task.external_image and image in images:
         image = images[image].tag
     cmds, arguments = _command(task)
-    options = executor.options if executor is not None else {}
+    options = dict(executor.options) if executor is not None else {}
+    env = dict(task.env_vars)
+    for key, name in (("output_path", "OUTPUT_PATH"), ("output_destination_path", "OUTPUT_DESTINATION_PATH")):
+        if task.options.get(key) is not None:
+            env[name] = str(task.options[key])
+    if task.type == "spark":
+        env.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")  # as Liminal: spark-submit in a container
     spec.update(
         operator="kubernetes" if task.executor_type is ExecutorType.KUBERNETES else "docker",
         image=image,
         cmds=cmds,
         arguments=arguments,
-        env=dict(task.env_vars),
+        env=env,
         labels={"app.kubernetes.io/managed-by": "liminal-controller"},
     )
+    if task.variables:
+        spec["variables"] = dict(task.variables)
+    if task.options.get("do_xcom_push") is not None:
+        spec["do_xcom_push"] = bool(task.options["do_xcom_push"])
     used = [volumes[m.volume] for m in task.mounts if m.volume in volumes]
     if task.executor_type is ExecutorType.KUBERNETES:
         spec["pod_name"] = k8s_name(task.name)
-        spec["kubernetes"] = {"namespace": settings.namespace} | {
-            k: plain(options[k]) for k in _KUBERNETES_OPTIONS if k in options
-        }
+        pod = {"namespace": settings.namespace} | {k: plain(v) for k, v in options.items()}
+        resources = pod.pop("resources", {})
+        spec["labels"] = {**pod.pop("labels", {}), **spec["labels"]}
+        spec["kubernetes"] = pod
         spec["volumes"] = [
             {"name": k8s_name(v.name), "claim_name": v.claim_name} for v in {v.name: v for v in used}.values()
         ]
@@ -216,12 +234,18 @@ def _task_spec(
             {"volume": k8s_name(m.volume), "path": m.path, "sub_path": m.sub_path, "read_only": m.read_only}
             for m in task.mounts
         ]
-        spec["secrets"] = [{"name": k8s_name(s.secret), "remote_path": s.remote_path} for s in task.secrets]
-        spec["resources"] = _resources(task)
-    else:
-        spec["docker"] = {"docker_url": settings.docker_url} | {
-            k: plain(options[k]) for k in _DOCKER_OPTIONS if k in options
+        spec["secrets"] = [
+            {"name": k8s_name(s.secret), "remote_path": s.remote_path, "key": s.sub_path} for s in task.secrets
+        ]
+        # the task's own quantities win over the executor's `resources`
+        task_resources = _resources(task)
+        spec["resources"] = {
+            group: {**resources.get(group, {}), **task_resources.get(group, {})}
+            for group in ("requests", "limits")
+            if resources.get(group) or task_resources.get(group)
         }
+    else:
+        spec["docker"] = {"docker_url": settings.docker_url} | {k: plain(v) for k, v in options.items()}
         spec["mounts"] = [
             {
                 "path": m.path,
@@ -236,6 +260,7 @@ def _task_spec(
             {
                 "remote_path": s.remote_path,
                 "local_path_file": secrets[s.secret].local_path_file if s.secret in secrets else None,
+                "file_name": s.sub_path,
             }
             for s in task.secrets
         ]
@@ -248,17 +273,15 @@ def _task_spec(
 
 
 def _command(task: Task) -> tuple[list[str], list[str]]:
-    """Container command and arguments. The `cmd` string is handed to the container's shell as
-    one argument, as Liminal does; it is never split, templated or run by the controller."""
-    if task.cmd:
-        return ["/bin/sh", "-c"], [task.cmd]
+    """Container command and arguments, as Liminal builds them. The `cmd` string is handed to
+    `/bin/bash -c` as one argument; it is never split, templated or run by the controller. A spark
+    task runs spark-submit with its master, class, conf, application and arguments."""
     if task.type == "spark":
-        argv = ["spark-submit"]
         opts = task.options
-        if opts.get("master"):
-            argv += ["--master", str(opts["master"])]
-        if opts.get("class"):
-            argv += ["--class", str(opts["class"])]
+        argv = ["spark-submit"]
+        for flag in ("master", "class"):
+            if opts.get(flag):
+                argv += [f"--{flag}", str(opts[flag])]
         conf = opts.get("conf")
         if isinstance(conf, Mapping):
             for key in sorted(conf):
@@ -268,7 +291,12 @@ def _command(task: Task) -> tuple[list[str], list[str]]:
         args = opts.get("application_arguments")
         if isinstance(args, list | tuple):
             argv += [str(a) for a in args]
+        elif isinstance(args, Mapping):  # Liminal interleaves a map's keys and values
+            for key, value in args.items():
+                argv += [str(key), str(value)]
         return argv, []
+    if task.cmd:
+        return ["/bin/bash", "-c"], [task.cmd]
     return [], []
 
 

@@ -159,4 +159,4 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
                 )
             )
     resources.sort(key=lambda r: (r.wave, r.key.name))
-    return DesiredState(origin=origin, resources=tuple(resources))
+    return DesiredState(origin=origin, resources=tuple(resources), warnings=spec.warnings)

@@ -28,6 +28,21 @@ class RenderSettings:
     base_image: str = "python:3.11-slim"
     """FROM of python and python_server images (LIMINAL_BASE_IMAGE)."""
 
+    python_base_images: tuple[tuple[str, str], ...] = ()
+    """Base images by Python version, for images that set Liminal's `python_version`
+    (LIMINAL_PYTHON_BASE_IMAGES, `3.11=python:3.11-slim,...`). `base_image` counts for the version
+    its tag names (`python:3.12-slim` is 3.12)."""
+
+    def python_base(self, version: str) -> str | None:
+        """The base image for Python `version`, or None when the operator configured none."""
+        found = dict(self.python_base_images).get(version)
+        if found is not None:
+            return found
+        name = self.base_image.rsplit("/", 1)[-1]
+        if name.startswith(f"python:{version}-") or name == f"python:{version}":
+            return self.base_image
+        return None
+
     spark_base_image: str = "apache/spark:3.5.3-python3"
     """FROM of spark images (LIMINAL_SPARK_BASE_IMAGE): needs spark-submit, python3 and pip."""
 

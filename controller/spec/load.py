@@ -254,9 +254,12 @@ def load(
         if system is not None:
             systems.append(system)
     _cross_system_rules(systems, documents, problems)
-    if problems:
-        raise InputError(_dedupe(problems))
-    return Spec(systems=tuple(systems), files=tuple(f.display for f in files))
+    found = _dedupe(problems)
+    errors = [p for p in found if p.is_error]
+    warnings = sorted((p for p in found if not p.is_error), key=Problem.sort_key)
+    if errors:
+        raise InputError(errors, warnings)
+    return Spec(systems=tuple(systems), files=tuple(f.display for f in files), warnings=tuple(warnings))
 
 
 def _chain_key(doc: Document, documents: Mapping[str, Document], digests: Mapping[str, str]) -> tuple[Any, ...]:

@@ -25,7 +25,7 @@ from typing import Any
 from controller.errors import InputError
 from controller.spec.yaml_positions import Node
 
-__all__ = ["AIRFLOW_RUNTIME_NAMES", "Document", "merge", "resolve_system"]
+__all__ = ["AIRFLOW_RUNTIME_NAMES", "RUNTIME_FIELDS", "Document", "merge", "placeholders", "resolve_system"]
 
 PLACEHOLDER = re.compile(r"{{\s*([a-zA-Z0-9._-]+)\s*}}")
 
@@ -76,6 +76,26 @@ AIRFLOW_RUNTIME_NAMES = frozenset(
     }
 )
 """Names Airflow puts in a task's template context; `{{name}}` or `{{name.x}}` stays for run time."""
+
+RUNTIME_FIELDS = frozenset(
+    {"cmd", "env_vars", "application_source", "application_arguments", "conf", "master", "class"}
+)
+"""Task keys whose `{{name}}` placeholders are filled when the task runs, as Liminal does: from the DAG
+run's conf first, then the task's variables, then Airflow's run-time values. At load time only the
+operator's listed environment variables are filled in them (names no variable defines)."""
+
+
+def placeholders(text: str) -> list[str]:
+    """What stands inside each `{{ ... }}` of `text` (stripped), in order. Linear in the text."""
+    found: list[str] = []
+    at = 0
+    while (start := text.find("{{", at)) >= 0:
+        end = text.find("}}", start + 2)
+        if end < 0:
+            break
+        found.append(text[start + 2 : end].strip())
+        at = end + 2
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +165,16 @@ class _Resolver:
         self.base = base
 
     def superliminal(self, doc: Document, chain: tuple[str, ...]) -> Document | None:
-        if doc.name == "base" and doc.root is self.base.root:
+        if doc.root is self.base.root:
             return None
         wanted = doc.super_name
         if wanted is None:
-            return self.documents.get("base", self.base)
+            # a repository's own `type: super` file named `base` (as Liminal's source tree holds)
+            # replaces the built-in base: it is the root of every chain, so it has no super itself
+            own = self.documents.get("base")
+            if own is None or not own.is_super:
+                return self.base
+            return None if doc is own else own
         found = self.documents.get(wanted)
         where = doc.root.get("super") or doc.root
         if found is None:
@@ -356,5 +381,54 @@ def resolve_system(
             return _as_text(variables[name])
         return _from_environ(name, environ)
 
-    body = {k: (v if k == "variables" else _substitute(v, lookup)) for k, v in merged.value.items()}
+    def environ_only(own: frozenset[str]) -> Any:
+        def fill(name: str) -> str | None:
+            return None if name in variables or name in own else _from_environ(name, environ)
+
+        return fill
+
+    body: dict[str, Any] = {}
+    for key, value in merged.value.items():
+        if key == "variables":
+            body[key] = value
+        elif key == "pipelines" and isinstance(value.value, list):
+            body[key] = value.with_value(
+                [_substitute_pipeline(p, lookup, variables, environ_only) for p in value.value]
+            )
+        else:
+            body[key] = _substitute(value, lookup)
     return merged.with_value(body), chain, variables
+
+
+def _substitute_pipeline(pipeline: Node, lookup: Any, variables: Mapping[str, Any], environ_only: Any) -> Node:
+    """A pipeline with its placeholders filled, except in its tasks' run-time fields (RUNTIME_FIELDS)."""
+    if not isinstance(pipeline.value, dict):
+        return _substitute(pipeline, lookup)
+    out: dict[str, Node] = {}
+    for key, value in pipeline.value.items():
+        if key != "tasks" or not isinstance(value.value, list):
+            out[key] = _substitute(value, lookup)
+            continue
+        tasks = []
+        for task in value.value:
+            if not isinstance(task.value, dict):
+                tasks.append(_substitute(task, lookup))
+                continue
+            own = environ_only(_task_variable_names(task, variables))
+            tasks.append(
+                task.with_value(
+                    {k: _substitute(v, own if k in RUNTIME_FIELDS else lookup) for k, v in task.value.items()}
+                )
+            )
+        out[key] = value.with_value(tasks)
+    return pipeline.with_value(out)
+
+
+def _task_variable_names(task: Node, variables: Mapping[str, Any]) -> frozenset[str]:
+    node = task.get("variables")
+    if node is None:
+        return frozenset()
+    if isinstance(node.value, dict):
+        return frozenset(node.value)
+    named = variables.get(node.value) if isinstance(node.value, str) else None
+    return frozenset(named) if isinstance(named, dict) else frozenset()

@@ -49,6 +49,8 @@ def _task_lines(index: int, task: Task) -> list[str]:
         lines.append(f"         mount {mount.volume} at {mount.path}{ro}")
     for secret in task.secrets:
         lines.append(f"         secret {secret.secret} at {secret.remote_path}")
+    for name, value in task.variables.items():
+        lines.append(f"         variable {name}={value} (filled when the task runs, after the DAG run's conf)")
     for key, value in task.options.items():
         lines.append(f"         {key}: {_data(value)}")
     return lines
@@ -70,6 +72,10 @@ def spec_as_text(spec: Spec) -> str:
                 f"  pipeline {pipeline.name}  schedule: {pipeline.schedule or 'none'}  start: "
                 f"{pipeline.start_date.isoformat()}  timeout: {pipeline.timeout_minutes}m  owner: {pipeline.owner}"
             )
+            for key, value in pipeline.default_args.items():
+                out.append(f"    default_args {key}: {_data(value)}")
+            for key, value in pipeline.unused.items():
+                out.append(f"    ignored (no Airflow operator takes it) {key}: {_data(value)}")
             for i, task in enumerate(pipeline.tasks, 1):
                 out.extend(_task_lines(i, task))
         for service in system.services:

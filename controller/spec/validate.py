@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import keyword
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,24 @@ from controller.model import (
     System,
     Task,
     Volume,
+    Where,
     freeze,
     k8s_name,
 )
-from controller.names import DAG_ID, DOCKER_REPO, DOCKER_TAG, ENV_NAME, K8S_LABEL, TASK_ID
+from controller.names import (
+    DAG_ID,
+    DOCKER_REPO,
+    DOCKER_TAG,
+    ENV_NAME,
+    K8S_LABEL,
+    PLACEHOLDER_NAME,
+    RUN_TIME_VALUES,
+    TASK_ID,
+)
+from controller.spec.airflow_args import executor_options, pipeline_arguments
+from controller.spec.resolve import AIRFLOW_RUNTIME_NAMES, RUNTIME_FIELDS, placeholders
 from controller.spec.schema import suggest
-from controller.spec.yaml_positions import Node, to_plain
+from controller.spec.yaml_positions import Node, json_path, to_plain
 
 __all__ = ["SourceFile", "check_unique", "k8s_name", "mapping_items", "validate_system"]
 
@@ -81,21 +94,6 @@ _TASK_KNOWN = frozenset(
         "no_cache",
     }
 )
-_PIPELINE_KNOWN = frozenset(
-    {
-        "pipeline",
-        "owner",
-        "start_date",
-        "schedule",
-        "schedule_interval",
-        "timeout_minutes",
-        "paused",
-        "tasks",
-        "description",
-        "before_tasks",
-        "after_tasks",
-    }
-)
 _SERVICE_KNOWN = frozenset({"service", "name", "description", "image"})
 
 
@@ -115,6 +113,9 @@ class _Context:
 
     def add(self, node: Node, message: str, rule: str, *, at_key: bool = False) -> None:
         self.problems.append(node.problem(message, rule, at_key=at_key))
+
+    def warn(self, node: Node, message: str, rule: str, *, at_key: bool = True) -> None:
+        self.problems.append(node.problem(message, rule, at_key=at_key).as_warning())
 
 
 def _text(node: Node | None) -> str | None:
@@ -249,6 +250,36 @@ def _source_dir(ctx: _Context, system_file: str, image: Node, source_node: Node 
     return resolved.relative_to(root).as_posix() or "."
 
 
+_PYTHON_VERSION = re.compile(r"[0-9]+\.[0-9]+")
+
+
+def _where(node: Node) -> Where:
+    return Where(node.file, node.key_line, node.key_col, json_path(node.path))
+
+
+def _repo_file(ctx: _Context, system_file: str, node: Node) -> str | None:
+    """A file named relative to the system's liminal.yml, as a path relative to the repository root;
+    a problem when it is not a regular file inside the repository."""
+    src = ctx.files.get(system_file)
+    given = _text(node) or ""
+    if src is None:
+        return given
+    if not given or Path(given).is_absolute() or ".." in Path(given).parts:
+        ctx.add(
+            node, f"'{given}' must be a relative path inside the repository (no '..', not absolute)", "source-escape"
+        )
+        return None
+    root = src.root.resolve()
+    resolved = (src.path.parent / given).resolve()
+    if not resolved.is_relative_to(root):
+        ctx.add(node, f"'{given}' leads outside the repository (through a symlink)", "source-escape")
+        return None
+    if not resolved.is_file():
+        ctx.add(node, f"'{given}' is not a file in the repository", "source-missing")
+        return None
+    return resolved.relative_to(root).as_posix()
+
+
 def _escaping_symlink(directory: Path, root: Path) -> Path | None:
     for current, dirs, files in os.walk(directory):
         dirs[:] = [d for d in dirs if d != ".git"]
@@ -294,6 +325,13 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
                 "letters, digits, '.', '_', '-', '/' and an optional ':tag')",
                 "name-mapping",
             )
+        version_node = node.get("python_version")
+        version = _text(version_node)
+        if version_node is not None and (version is None or not _PYTHON_VERSION.fullmatch(version)):
+            ctx.add(
+                version_node, f"python_version {version!r} must be MAJOR.MINOR, quoted (e.g. '3.11')", "python-version"
+            )
+        pip_conf_node = node.get("pip_conf")
         out[name] = Image(
             name=name,
             type=ImageType(str(kind)),
@@ -302,6 +340,9 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
             build_cmd=_text(node.get("build_cmd")),
             endpoints=_endpoints(ctx, node),
             defined_in=node.file,
+            python_version=version,
+            python_version_at=_where(version_node) if version_node is not None else None,
+            pip_conf=_repo_file(ctx, root.file, pip_conf_node) if pip_conf_node is not None else None,
         )
     lowered = [(name.lower(), image_node) for image_node in nodes if (name := _text(image_node.get("image")))]
     seen: dict[str, Node] = {}
@@ -383,6 +424,7 @@ class _SystemScope:
     volumes: Mapping[str, Volume]
     secrets: Mapping[str, Secret]
     variables: Mapping[str, Any]
+    always_run: bool = False
 
 
 def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
@@ -447,8 +489,25 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
         ctx.add(node, f"python task '{name}' has no cmd", "required")
     if kind == "spark" and _text(node.get("application_source")) is None:
         ctx.add(node, f"spark task '{name}' has no application_source", "required")
+    if kind == "spark" and (cmd_node := node.get("cmd")) is not None:
+        ctx.add(
+            cmd_node,
+            "a spark task runs spark-submit built from application_source, class, master, conf and "
+            "application_arguments (as in Liminal); `cmd` is not used",
+            "spark-cmd",
+            at_key=True,
+        )
     if kind == "sql" and _text(node.get("query")) is None:
         ctx.add(node, f"sql task '{name}' has no query", "required")
+    if executor is not None and (executor.type is ExecutorType.EMR or kind in _NOT_RUN):
+        ctx.warn(
+            node.get("type") or node,
+            f"{kind} tasks on {executor.type} executors are not run by the Liminal GitOps controller: the task "
+            "is deployed as one that fails with this reason when it runs",
+            "not-run",
+            at_key=False,
+        )
+    docker = executor is not None and executor.type is ExecutorType.DOCKER
     mounts = []
     for m in mapping_items(node.get("mounts")):
         volume = _text(m.get("volume")) or ""
@@ -459,6 +518,14 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
                 f"mount names volume '{volume}', which is not declared in volumes "
                 f"(declared: {declared}){suggest(volume, scope.volumes)}",
                 "unknown-volume",
+            )
+        elif docker and (local := scope.volumes[volume].local_path) is not None and not local.startswith("/"):
+            ctx.add(
+                m.get("volume") or m,
+                f"volume '{volume}' has the relative local path '{local}': a docker task binds a host directory, "
+                "and the repository checkout is not one (it changes with every commit); use an absolute path the "
+                "repository policy allows, or a volume without `local` (a Docker named volume)",
+                "volume-local-path",
             )
         path = _text(m.get("path")) or ""
         if not path.startswith("/"):
@@ -482,7 +549,23 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
                 f"secret '{secret}' is not declared in secrets{suggest(secret, scope.secrets)}",
                 "unknown-secret",
             )
-        secrets.append(SecretMount(secret=secret, remote_path=_text(s.get("remote_path")) or "/secret"))
+        read_only = s.get("read_only")
+        if read_only is not None and read_only.value is not True:
+            ctx.add(
+                read_only,
+                "secrets are always mounted read-only (a Kubernetes secret volume, or a read-only bind of "
+                "local_path_file); `read_only: false` cannot be honoured",
+                "secret-read-only",
+            )
+        sub_path_node = s.get("sub_path")
+        sub_path = _text(sub_path_node)
+        if sub_path_node is not None and (not sub_path or "/" in sub_path or sub_path in (".", "..")):
+            ctx.add(
+                sub_path_node, "sub_path names one key (file) of the secret: no '/', not '.' or '..'", "secret-sub-path"
+            )
+        secrets.append(
+            SecretMount(secret=secret, remote_path=_text(s.get("remote_path")) or "/secret", sub_path=sub_path or None)
+        )
     variables = node.get("variables")
     if (
         variables is not None
@@ -496,7 +579,11 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
         )
     partitions_node = node.get("executors")
     partitions = partitions_node.value if partitions_node is not None and isinstance(partitions_node.value, int) else 1
+    _unused_task_keys(ctx, node, kind, docker)
     options = {k: to_plain(v) for k, v in node.value.items() if k not in _TASK_KNOWN}
+    if kind == "spark":
+        options.update(_spark_options(ctx, node, partitions))
+        partitions = 1
     return Task(
         name=name,
         type=kind,
@@ -511,6 +598,123 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
         partitions=partitions,
         description=_text(node.get("description")),
         options=freeze(options),
+        variables=freeze(_run_time_variables(ctx, node, scope)),
+    )
+
+
+_NOT_RUN = frozenset({"sql", "create_cloudformation_stack", "delete_cloudformation_stack"})
+
+
+def _unused_task_keys(ctx: _Context, node: Node, kind: str, docker: bool) -> None:
+    """Warnings for keys a task may carry (Liminal accepts them) that change nothing here."""
+    env = node.get("env")
+    if env is not None:
+        ctx.warn(env, "`env` is not read (as in Liminal); use `env_vars`", "unused-key")
+    no_cache = node.get("no_cache")
+    if no_cache is not None:
+        ctx.warn(no_cache, "`no_cache` on a task has no effect; set it on the image", "unused-key")
+    if kind == "python":
+        for key in ("application_source",):
+            if (found := node.get(key)) is not None:
+                ctx.warn(found, f"`{key}` is read by spark tasks only; a python task runs `cmd`", "unused-key")
+    if docker:
+        for key in ("request_cpu", "request_memory"):
+            if (found := node.get(key)) is not None:
+                ctx.warn(found, f"`{key}` has no effect on a docker executor (Docker takes limits only)", "unused-key")
+
+
+def _spark_options(ctx: _Context, node: Node, partitions: int) -> dict[str, Any]:
+    """Spark's conf flattened with dots (`spark: {executor: {memory: 1g}}` is `spark.executor.memory`),
+    and `executors: N` as `spark.executor.instances`: N executors of one application."""
+    conf_node = node.get("conf")
+    flat: dict[str, str] = {}
+    if conf_node is not None and isinstance(conf_node.value, dict):
+        _flatten(conf_node, "", flat)
+    executors = node.get("executors")
+    if executors is not None and partitions > 1:
+        if "spark.executor.instances" in flat:
+            ctx.add(
+                executors,
+                "`executors` asks for spark.executor.instances, which `conf` sets too; set one of them",
+                "spark-executors",
+                at_key=True,
+            )
+        flat["spark.executor.instances"] = str(partitions)
+    return {"conf": flat} if flat or conf_node is not None else {}
+
+
+def _flatten(node: Node, prefix: str, out: dict[str, str]) -> None:
+    for key, child in node.value.items():
+        name = f"{prefix}{key}"
+        if isinstance(child.value, dict):
+            _flatten(child, name + ".", out)
+        else:
+            out[name] = _as_env_text(child.value)
+
+
+def _run_time_variables(ctx: _Context, task: Node, scope: _SystemScope) -> dict[str, str]:
+    """The variables the task's run-time strings name (system variables, then the task's own), as
+    text; every other placeholder there is checked: Airflow templates and objects are refused, names
+    nothing defines are a warning (only a DAG run's conf can fill them)."""
+    own_node = task.get("variables")
+    own: Any = to_plain(own_node) if own_node is not None else {}
+    if isinstance(own, str):
+        own = scope.variables.get(own)
+    effective = {k: _as_env_text(v) for k, v in scope.variables.items()}
+    if isinstance(own, dict):
+        effective.update({str(k): _as_env_text(v) for k, v in own.items()})
+    used: dict[str, str] = {}
+    for key in sorted(RUNTIME_FIELDS):
+        field_node = task.get(key)
+        if field_node is None:
+            continue
+        for text_node in _strings(field_node):
+            for inner in placeholders(text_node.value):
+                _check_placeholder(ctx, text_node, inner, effective, used)
+    return used
+
+
+def _strings(node: Node) -> list[Node]:
+    value = node.value
+    if isinstance(value, str):
+        return [node]
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return [s for child in children for s in _strings(child)]
+    return []
+
+
+def _check_placeholder(
+    ctx: _Context, node: Node, inner: str, effective: Mapping[str, str], used: dict[str, str]
+) -> None:
+    if not PLACEHOLDER_NAME.fullmatch(inner):
+        ctx.add(
+            node,
+            f"'{{{{ {inner} }}}}' is a template expression; Airflow templates are never evaluated here. Use a plain "
+            "name: a variable, a DAG-run conf key, or an Airflow run-time value such as {{ds}}",
+            "template",
+        )
+        return
+    if inner in effective:
+        used[inner] = effective[inner]
+        return
+    root = inner.split(".", 1)[0]
+    if root in RUN_TIME_VALUES:
+        return
+    if root in AIRFLOW_RUNTIME_NAMES:
+        ctx.add(
+            node,
+            f"'{{{{{inner}}}}}' names Airflow's `{root}`, which a liminal.yml cannot read (run-time values it may "
+            f"name: {', '.join(sorted(RUN_TIME_VALUES))})",
+            "template",
+        )
+        return
+    ctx.warn(
+        node,
+        f"'{{{{{inner}}}}}' is neither a variable nor an Airflow run-time value: it is filled only when a DAG run's "
+        "conf gives it, and stays as written otherwise",
+        "unknown-placeholder",
+        at_key=False,
     )
 
 
@@ -538,7 +742,26 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     # names that are not valid task ids are reported once, by _task
     _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.fullmatch(n)], "task")
     tasks = tuple(t for t in (_task(ctx, n, scope) for n in task_nodes) if t is not None)
-    default_args = {k: to_plain(v) for k, v in node.value.items() if k not in _PIPELINE_KNOWN}
+    passed = pipeline_arguments(node)
+    default_args, dag_options = passed.default_args, passed.dag_options
+    ctx.problems.extend(passed.problems)
+    delay = node.get("retry_delay_seconds")
+    if delay is not None:
+        if not isinstance(delay.value, int) or isinstance(delay.value, bool) or delay.value < 0:
+            ctx.add(delay, "`retry_delay_seconds` must be a whole number of seconds >= 0", "airflow-argument")
+        elif "retry_delay" in default_args:
+            ctx.add(delay, "`retry_delay_seconds` and `retry_delay` both set the delay; keep one", "airflow-argument")
+        else:
+            default_args["retry_delay"] = float(delay.value)
+    tags = node.get("tags")
+    if tags is not None:
+        dag_options["tags"] = [str(t.value) for t in tags.value] if isinstance(tags.value, list) else []
+    _metrics(ctx, node.get("metrics"))
+    monitoring = node.get("monitoring")
+    if monitoring is not None:
+        ctx.warn(
+            monitoring, "`monitoring` is not used by the controller (Liminal drops it from pipelines too)", "unused-key"
+        )
     return Pipeline(
         name=name,
         owner=_text(node.get("owner")) or owner,
@@ -549,7 +772,26 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
         description=_text(node.get("description")),
         default_args=freeze(default_args),
         paused=_paused(ctx, node),
+        dag_options=freeze(dag_options),
+        unused=freeze(passed.unused),
+        always_run=scope.always_run,
     )
+
+
+def _metrics(ctx: _Context, node: Node | None) -> None:
+    """Liminal's `metrics` (namespace, backends): its job_start/job_end report to the backends listed.
+    No backend can be reached from here; an empty list (what Liminal's examples use) reports nothing."""
+    if node is None or not isinstance(node.value, dict):
+        return
+    backends = node.get("backends")
+    for backend in backends.value if backends is not None and isinstance(backends.value, list) else []:
+        ctx.add(
+            backend,
+            f"metrics backend {backend.value!r} is not supported: the controller's job_start/job_end tasks report no "
+            "metrics (Airflow's own StatsD/OpenTelemetry metrics cover each run); CloudWatch would need AWS "
+            "credentials in Airflow. Use `backends: []`",
+            "metrics-backend",
+        )
 
 
 def _paused(ctx: _Context, pipeline: Node) -> bool | None:
@@ -584,6 +826,9 @@ def _service(ctx: _Context, node: Node, images: Mapping[str, Image]) -> Service 
             f"service image '{image}' is a {declared.type} image; a service needs a python_server image",
             "service-image-type",
         )
+    for key, used in (("source", "the image's `source` is what is built"), ("endpoints", "the image's are served")):
+        if (found := node.get(key)) is not None:
+            ctx.warn(found, f"`{key}` on a service has no effect; {used}", "unused-key")
     options = {k: to_plain(v) for k, v in node.value.items() if k not in _SERVICE_KNOWN}
     return Service(name=name, image=image, description=_text(node.get("description")), options=freeze(options))
 
@@ -609,15 +854,14 @@ def validate_system(
     owner = _text(resolved.get("owner"))
     images = _images(ctx, resolved)
     executor_nodes = {n: e for e in mapping_items(resolved.get("executors")) if (n := _text(e.get("executor")))}
-    executors = {
-        n: Executor(
-            name=n,
-            type=ExecutorType(str(_text(e.get("type")))),
-            options=freeze({k: to_plain(v) for k, v in e.value.items() if k not in ("executor", "type")}),
-        )
-        for n, e in executor_nodes.items()
-        if _text(e.get("type")) in ExecutorType.__members__.values()
-    }
+    executors = {}
+    for n, e in executor_nodes.items():
+        kind = _text(e.get("type"))
+        if kind not in ExecutorType.__members__.values():
+            continue
+        options, found = executor_options(e, str(kind))
+        ctx.problems.extend(found)
+        executors[n] = Executor(name=n, type=ExecutorType(str(kind)), options=freeze(options))
     volume_nodes = mapping_items(resolved.get("volumes"))
     check_unique(ctx.problems, volume_nodes, _name_of("volume"), "volume", "unique-name")
     _k8s_collisions(ctx, [(n, v) for v in volume_nodes if (n := _text(v.get("volume")))], "volume")
@@ -639,13 +883,19 @@ def validate_system(
         for s in secret_nodes
         if (n := _text(s.get("secret")))
     }
-    scope = _SystemScope(images, executors, volumes, secrets, variables)
+    always_run = resolved.get("always_run")
+    scope = _SystemScope(
+        images, executors, volumes, secrets, variables, always_run is not None and always_run.value is True
+    )
+    _metrics(ctx, resolved.get("metrics"))
     pipelines = tuple(
         p for p in (_pipeline(ctx, n, scope, owner) for n in mapping_items(resolved.get("pipelines"))) if p is not None
     )
     service_nodes = mapping_items(resolved.get("services"))
     services = tuple(s for s in (_service(ctx, n, images) for n in service_nodes) if s is not None)
     monitoring = resolved.get("monitoring")
+    if monitoring is not None:
+        ctx.warn(monitoring, "`monitoring` is not used by the controller (metrics and alerts go nowhere)", "unused-key")
     system = System(
         name=name,
         file=resolved.file,

@@ -36,7 +36,12 @@ def check_pull_request(deps: Deps, repo: str, remote_ref: str, commit: str) -> C
         return CheckResult(
             "failure",
             f"{len(exc.problems)} problem(s): {first}",
-            {"commit": commit, "valid": False, "problems": [p.as_json() for p in exc.problems[:100]]},
+            {
+                "commit": commit,
+                "valid": False,
+                "problems": [p.as_json() for p in exc.problems[:100]],
+                "warnings": [w.as_json() for w in exc.warnings[:100]],
+            },
         )
     the_plan = plan(desired, deps.ledger.deployed_state(repo), prune=ref.prune)
     counts = the_plan.counts()
@@ -45,9 +50,16 @@ def check_pull_request(deps: Deps, repo: str, remote_ref: str, commit: str) -> C
         if the_plan.is_noop
         else (f"valid; merging would create {counts['create']}, update {counts['update']}, delete {counts['delete']}")
     )
+    if desired.warnings:
+        summary += f"; {len(desired.warnings)} warning(s): {desired.warnings[0].render()}"
     changes = [
         {"kind": str(c.key.kind), "name": c.key.name, "action": str(c.action), "diff": c.diff}
         for c in the_plan.changes
         if c.action.changes_something
     ]
-    return CheckResult("success", summary, {"commit": commit, "valid": True, "plan": counts, "changes": changes})
+    warnings = [w.as_json() for w in desired.warnings[:100]]
+    return CheckResult(
+        "success",
+        summary,
+        {"commit": commit, "valid": True, "plan": counts, "changes": changes, "warnings": warnings},
+    )

@@ -128,7 +128,7 @@ def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:
         return DesiredState(origin, ())
     spec = load(files, deps.environ, memo=memo, policy=deps.policies.for_repo(snapshot.repo.name))
     state = render(spec, snapshot.root, deps.settings, origin, memo=memo)
-    return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets))
+    return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets), state.warnings)
 
 
 def reconcile(
@@ -154,6 +154,9 @@ def reconcile(
             bound = bound.bind(commit=commit[:12])
             deps.ledger.set_attempted(run_id, repo.name, commit)
             desired = desired_for(snapshot, deps)
+            if desired.warnings:
+                summary["warnings"] = [w.render() for w in desired.warnings[:100]]
+                bound.warning("sync.spec_warnings", count=len(desired.warnings), first=desired.warnings[0].render())
             deployed = deps.ledger.deployed_state(repo.name)
             drifted = _drifted(desired, deployed, deps.targets, bound)
             left_drifted = [] if repo.self_heal else _names(drifted)
