@@ -38,6 +38,10 @@ def load_folder(folder: str) -> dict[str, Any]:
         except Exception as exc:  # report, do not stop: the test wants every problem
             errors[f"serialize:{dag_id}"] = f"{type(exc).__name__}: {exc}"
         dags[dag_id] = {
+            "max_active_runs": dag.max_active_runs,
+            "max_active_tasks": dag.max_active_tasks,
+            "catchup": dag.catchup,
+            "default_args": {k: str(v) for k, v in sorted(dag.default_args.items())},
             "tags": sorted(dag.tags),
             "schedule": getattr(dag, "schedule", None),
             "owner": dag.owner,
@@ -55,11 +59,65 @@ def load_folder(folder: str) -> dict[str, Any]:
                     "arguments": list(getattr(t, "arguments", []) or []),
                     "command": getattr(t, "command", None),
                     "env": _env(t),
+                    "operator": {name: _plain(getattr(t, name, None)) for name in _OPERATOR_FIELDS},
                 }
                 for t in dag.tasks
             },
         }
     return {"import_errors": errors, "dags": dags}
+
+
+_OPERATOR_FIELDS = (
+    "retries",
+    "retry_delay",
+    "max_retry_delay",
+    "retry_exponential_backoff",
+    "execution_timeout",
+    "email",
+    "email_on_failure",
+    "email_on_retry",
+    "depends_on_past",
+    "wait_for_downstream",
+    "priority_weight",
+    "queue",
+    "pool",
+    "pool_slots",
+    "end_date",
+    "do_xcom_push",
+    "namespace",
+    "node_selector",
+    "affinity",
+    "tolerations",
+    "annotations",
+    "labels",
+    "image_pull_secrets",
+    "image_pull_policy",
+    "container_resources",
+    "on_finish_action",
+    "priority_class_name",
+    "termination_grace_period",
+    "active_deadline_seconds",
+    "service_account_name",
+    "secrets",
+    "startup_timeout_seconds",
+    "liminal_variables",
+)
+"""Operator attributes the tests compare with what a liminal.yml asked for."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of an operator attribute (Kubernetes models through their to_dict)."""
+    if hasattr(value, "to_dict"):
+        return _plain(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "__dict__") and type(value).__name__ == "Secret":
+        return {k: _plain(v) for k, v in vars(value).items()}
+    return str(value)
 
 
 def _takes_examples(cls: Any) -> bool:

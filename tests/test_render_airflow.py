@@ -41,6 +41,8 @@ HOSTILE = [
 
 HOSTILE_YML = """\
 name: Hostile
+variables:
+  hostile: {text}
 images:
   - image: hostile
     type: python
@@ -56,9 +58,9 @@ pipelines:
         type: python
         image: hostile
         description: {text}
-        cmd: {text}
+        cmd: '{{{{hostile}}}}'
         env_vars:
-          VALUE: {text}
+          VALUE: '{{{{hostile}}}}'
           RUN_DATE: '{{{{ds}}}}'
 """
 
@@ -150,7 +152,7 @@ def test_example_dag_in_airflow_matches_the_pipeline(dagbag: dict[str, Any]) -> 
     assert tasks["train_1"]["env"]["LIMINAL_SPLIT_ID"] == "1"
     assert tasks["train_1"]["upstream"] == ["train_parallelize"]
     assert tasks["train"]["upstream"] == ["train_0", "train_1"]
-    assert tasks["end"]["trigger_rule"].lower().endswith("all_done")
+    assert tasks["end"]["trigger_rule"].lower().endswith("all_success")  # a failed task fails the run, as in Liminal
     assert tasks["prepare"]["image"].startswith("127.0.0.1:5000/hello/pipeline:")
 
 
@@ -159,8 +161,10 @@ def test_hostile_strings_stay_inert_data_in_airflow(dagbag: dict[str, Any], inde
     found = dagbag[f"hostile-{index}"]
     assert found["import_errors"] == {}
     task = found["dags"]["hostile_pipeline"]["tasks"]["run"]
-    assert task["arguments"] == [HOSTILE[index]]
-    assert task["env"]["VALUE"] == HOSTILE[index]
+    # the strings reach the task as data: a variable filled by plain lookup when it runs
+    assert task["arguments"] == ["{{hostile}}"]
+    assert task["env"]["VALUE"] == "{{hostile}}"
+    assert task["operator"]["liminal_variables"] == {"hostile": HOSTILE[index]}
     assert found["dags"]["hostile_pipeline"]["description"] == HOSTILE[index]
     assert not MARKER.exists()
 
@@ -173,7 +177,7 @@ def test_dag_code_is_byte_identical_whatever_the_strings(tmp_path: Path) -> None
         code, payload = split_dag_text(dag.text)
         codes.add(code)
         data = json.loads(payload)
-        assert data["tasks"][1]["arguments"] == [text]
+        assert data["tasks"][1]["variables"] == {"hostile": text}
     assert len(codes) == 1
 
 
@@ -208,7 +212,7 @@ def test_docker_executor_renders_a_docker_operator_in_airflow(tmp_path: Path) ->
     assert found["import_errors"] == {}
     task = found["dags"]["local_pipeline"]["tasks"]["run"]
     assert task["type"] == "LiminalDockerOperator"
-    assert task["command"] == ["/bin/sh", "-c", "python -u run.py"]
+    assert task["command"] == ["/bin/bash", "-c", "python -u run.py"]  # as Liminal
     assert task["image"].startswith("local:")
 
 
@@ -275,3 +279,212 @@ def test_the_loader_fills_only_names_that_load_time_leaves_for_airflow() -> None
     # the loader is standalone inside Airflow, so it keeps its own list; it must stay a subset
     assert RUNTIME_NAMES <= AIRFLOW_RUNTIME_NAMES
     assert not RUNTIME_NAMES & {"conf", "var", "conn", "macros", "ti", "task_instance", "dag", "task"}
+
+
+FIDELITY_YML = """\
+name: Fidelity
+always_run: true
+metrics:
+  namespace: DataScience
+  backends: []
+executors:
+  - executor: pods
+    type: kubernetes
+    namespace: default
+    image_pull_secrets: regcred, other
+    node_selector:
+      disk: ssd
+    tolerations:
+      - key: gpu
+        operator: Exists
+        effect: NoSchedule
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+            - matchExpressions:
+                - {key: zone, operator: In, values: [a]}
+    annotations:
+      team: ds
+    labels:
+      app: fidelity
+    resources:
+      request_cpu: 250m
+      limit_memory: 1Gi
+    priority_class_name: batch
+    is_delete_operator_pod: false
+secrets:
+  - secret: creds
+variables:
+  region: eu
+  per_task:
+    region: us
+images:
+  - image: fidelity
+    type: python
+    source: code
+pipelines:
+  - pipeline: fidelity_pipeline
+    start_date: 2024-01-01
+    timeout_minutes: 5
+    retries: 3
+    retry_delay: 5m
+    max_retry_delay: '1:00:00'
+    execution_timeout: 90s
+    email: [ds@example.com]
+    email_on_failure: true
+    depends_on_past: true
+    max_active_runs: 2
+    max_active_tasks: 4
+    catchup: true
+    tags: [team-ds]
+    tasks:
+      - task: train
+        type: python
+        image: fidelity
+        executor: pods
+        cmd: echo {{region}} {{ds}}
+        request_memory: 512Mi
+        do_xcom_push: true
+        variables: per_task
+        secrets:
+          - secret: creds
+            remote_path: /secret
+            sub_path: token
+            read_only: true
+      - task: crunch
+        type: spark
+        image: fidelity
+        executor: pods
+        executors: 3
+        master: local[2]
+        class: org.example.Main
+        application_source: app.py
+        application_arguments:
+          --input: data.csv
+          --mode: '{{region}}'
+        conf:
+          spark:
+            executor:
+              memory: 2g
+"""
+
+
+@pytest.fixture(scope="module")
+def fidelity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The fidelity example rendered for Kubernetes and loaded by Airflow's DagBag."""
+    root = tmp_path_factory.mktemp("fidelity") / "repo"
+    (root / ".git").mkdir(parents=True)
+    (root / "code").mkdir()
+    (root / "code" / "run.py").write_text("print('hi')\n", encoding="utf-8")
+    (root / "liminal.yml").write_text(FIDELITY_YML, encoding="utf-8")
+    out = root.parent / "dags"
+    _render_dags(root, out, "fidelity")
+    result = root.parent / "result.json"
+    home = root.parent / "home"
+    home.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
+    done = subprocess.run(
+        [str(_airflow_python()), str(REPO / "scripts" / "airflow_dagbag.py"), str(result), str(out)],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    found: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))[str(out)]
+    assert found["import_errors"] == {}
+    return dict(found["dags"]["fidelity_pipeline"])
+
+
+def test_pipeline_keys_reach_every_task_as_default_args_in_airflow(fidelity: dict[str, Any]) -> None:
+    assert (fidelity["max_active_runs"], fidelity["max_active_tasks"], fidelity["catchup"]) == (2, 4, True)
+    assert "team-ds" in fidelity["tags"]
+    train = fidelity["tasks"]["train"]["operator"]
+    assert train["retries"] == 3
+    assert train["retry_delay"] == "0:05:00"
+    assert train["max_retry_delay"] == "1:00:00"
+    assert train["execution_timeout"] == "0:01:30"
+    assert train["email"] == ["ds@example.com"]
+    assert train["email_on_failure"] is True
+    assert train["depends_on_past"] is True
+
+
+def test_always_run_gives_every_task_all_done_and_end_checks_the_run(fidelity: dict[str, Any]) -> None:
+    tasks = fidelity["tasks"]
+    assert {t["trigger_rule"].lower().rsplit(".", 1)[-1] for t in tasks.values()} == {"all_done"}
+    assert tasks["end"]["type"] == "LiminalJobEnd"
+
+
+def test_kubernetes_executor_options_reach_the_pod_operator(fidelity: dict[str, Any]) -> None:
+    train = fidelity["tasks"]["train"]
+    op = train["operator"]
+    assert train["type"] == "LiminalPodOperator"
+    assert op["node_selector"] == {"disk": "ssd"}
+    assert op["image_pull_secrets"] == [{"name": "regcred"}, {"name": "other"}]
+    assert op["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    terms = op["affinity"]["node_affinity"]["required_during_scheduling_ignored_during_execution"]
+    assert terms["node_selector_terms"][0]["match_expressions"][0] == {"key": "zone", "operator": "In", "values": ["a"]}
+    assert op["annotations"] == {"team": "ds"}
+    assert op["labels"]["app"] == "fidelity"
+    assert op["labels"]["app.kubernetes.io/managed-by"] == "liminal-controller"
+    # the executor's resources, with the task's own request added
+    assert op["container_resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert op["priority_class_name"] == "batch"
+    assert op["on_finish_action"] == "keep_pod"  # is_delete_operator_pod: false
+    assert op["do_xcom_push"] is True
+    (secret,) = op["secrets"]
+    assert (secret["deploy_target"], secret["secret"], secret["key"]) == ("/secret", "creds", "token")
+    assert train["cmds"] == ["/bin/bash", "-c"]
+    assert train["arguments"] == ["echo {{region}} {{ds}}"]
+    assert op["liminal_variables"] == {"region": "us"}  # the task's variables win over the root's
+
+
+def test_spark_submit_is_built_as_liminal_builds_it(fidelity: dict[str, Any]) -> None:
+    crunch = fidelity["tasks"]["crunch"]
+    assert "crunch_0" not in fidelity["tasks"]  # `executors` does not start copies of a spark application
+    assert crunch["cmds"] == [
+        "spark-submit",
+        "--master",
+        "local[2]",
+        "--class",
+        "org.example.Main",
+        "--conf",
+        "spark.executor.instances=3",
+        "--conf",
+        "spark.executor.memory=2g",
+        "app.py",
+        "--input",
+        "data.csv",
+        "--mode",
+        "{{region}}",
+    ]
+    assert crunch["env"]["SPARK_LOCAL_HOSTNAME"] == "localhost"
+    assert crunch["operator"]["liminal_variables"] == {"region": "eu"}
+
+
+def test_every_honoured_key_is_a_parameter_of_airflow(tmp_path: Path) -> None:
+    """The tables of controller.spec.airflow_args name parameters Airflow 3 really has."""
+    from controller.spec.airflow_args import DAG_OPTIONS, DEFAULT_ARGS, KUBERNETES_OPTIONS
+
+    code = (
+        "import inspect, json\n"
+        "from airflow.sdk import BaseOperator, DAG\n"
+        "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator\n"
+        "print(json.dumps({n: sorted(inspect.signature(c.__init__).parameters) for n, c in "
+        "[('base', BaseOperator), ('dag', DAG), ('pod', KubernetesPodOperator)]}))\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
+    done = subprocess.run([str(_airflow_python()), "-c", code], env=env, capture_output=True, timeout=300, check=True)
+    params = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert set(DEFAULT_ARGS) <= set(params["base"]), set(DEFAULT_ARGS) - set(params["base"])
+    assert set(DAG_OPTIONS) <= set(params["dag"]), set(DAG_OPTIONS) - set(params["dag"])
+    # `resources` becomes container_resources, `is_delete_operator_pod` on_finish_action (their Airflow 3 names)
+    renamed = {"resources": "container_resources", "is_delete_operator_pod": "on_finish_action"}
+    pod = {renamed.get(k, k) for k in KUBERNETES_OPTIONS}
+    assert pod <= set(params["pod"]) | set(params["base"]), pod - set(params["pod"]) - set(params["base"])
