@@ -73,6 +73,37 @@ class Rest:
             time.sleep(0.5)
         raise AssertionError(f"run of {dag_id} did not end in {seconds} s: {run}")
 
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Unpause `dag_id` and start a run with `conf`; the run's id."""
+        self.call(f"/dags/{dag_id}", "PATCH", {"is_paused": False})
+        status, run = self.call(f"/dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "conf": conf or {}})
+        assert status == 200, run
+        return str(run["dag_run_id"])
+
+    def wait(self, dag_id: str, run_id: str, seconds: float = 240) -> dict[str, Any]:
+        """The run once it has ended (success or failed)."""
+        deadline = time.monotonic() + seconds
+        run: Any = None
+        while time.monotonic() < deadline:
+            _, run = self.call(f"/dags/{dag_id}/dagRuns/{run_id}")
+            if isinstance(run, dict) and run.get("state") in ("success", "failed"):
+                return dict(run)
+            time.sleep(0.5)
+        raise AssertionError(f"run {run_id} of {dag_id} did not end in {seconds} s: {run}")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task instance's log: one line per entry, the event then the entry's other fields as JSON
+        (an exception's text is in its `error_detail`)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+        status, found = self.call(path)
+        assert status == 200, found
+        content = found.get("content") if isinstance(found, dict) else found
+        if isinstance(content, list):
+            return "\n".join(
+                f"{e.get('event', '')} {json.dumps(e, default=str)}" if isinstance(e, dict) else str(e) for e in content
+            )
+        return str(content)
+
     def remove_repository(self, repo: str) -> None:
         """Remove a test repository's DAG files from the shared Airflow's folder, and its DAGs."""
         folder = Path(need("LIMINAL_TEST_AIRFLOW_DAGS"))

@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import re
+from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,13 +65,20 @@ DURATION_ARGS = frozenset({"retry_delay", "max_retry_delay", "execution_timeout"
 
 
 def _derived(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Liminal's date names that Airflow 3 no longer puts in the context, computed from `ds`."""
+    """Liminal's date names that Airflow 3 no longer puts in the context, computed from `ds`; and
+    `ds` itself for a run without a logical date (Airflow 3 leaves it out; Liminal's runs always had
+    one), from the moment the run was due."""
+    out: dict[str, Any] = {}
     ds = context.get("ds")
     if not isinstance(ds, str):
-        return {}
+        moment = context.get("logical_date") or getattr(context.get("dag_run"), "run_after", None)
+        if not isinstance(moment, dt.datetime):
+            return {}
+        ds = moment.date().isoformat()
+        out.update(ds=ds, ds_nodash=ds.replace("-", ""))
     day = dt.date.fromisoformat(ds)
     yesterday, tomorrow = day - dt.timedelta(days=1), day + dt.timedelta(days=1)
-    return {
+    return out | {
         "yesterday_ds": yesterday.isoformat(),
         "yesterday_ds_nodash": yesterday.strftime("%Y%m%d"),
         "tomorrow_ds": tomorrow.isoformat(),
@@ -107,7 +115,8 @@ def fill_runtime(text: str, context: Mapping[str, Any], variables: Mapping[str, 
             return str(known[name])
         return match.group(0)
 
-    return _fill_values(_PLACEHOLDER.sub(given, text), {**context, **_derived(context)})
+    # Airflow's own values first; the derived ones only where the context has none
+    return _fill_values(_PLACEHOLDER.sub(given, text), ChainMap(dict(context), _derived(context)))
 
 
 def _fill_values(text: str, context: Mapping[str, Any]) -> str:
