@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import kubernetes_validate
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.model import DagFile, Origin, ResourceKind
 from controller.render import RenderSettings, ServingTarget, render
@@ -488,3 +490,138 @@ def test_every_honoured_key_is_a_parameter_of_airflow(tmp_path: Path) -> None:
     renamed = {"resources": "container_resources", "is_delete_operator_pod": "on_finish_action"}
     pod = {renamed.get(k, k) for k in KUBERNETES_OPTIONS}
     assert pod <= set(params["pod"]) | set(params["base"]), pod - set(params["pod"]) - set(params["base"])
+
+
+# ---- generated specs: what validates renders, and what renders imports in Airflow -----------------
+
+_POD_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "image_pull_secrets": st.sampled_from(["regcred", ["a", "b"]]),
+        "node_selector": st.just({"disk": "ssd"}),
+        "tolerations": st.just([{"key": "k", "operator": "Exists"}]),
+        "annotations": st.just({"a": "b"}),
+        "labels": st.just({"team": "x"}),
+        "resources": st.sampled_from([{"request_cpu": "100m"}, {"limits": {"memory": "1Gi"}}]),
+        "do_xcom_push": st.booleans(),
+        "is_delete_operator_pod": st.booleans(),
+        "hostnetwork": st.just(True),  # refused
+    },
+)
+_TASK = st.fixed_dictionaries(
+    {"type": st.sampled_from(["python", "spark"]), "executor": st.sampled_from(["pods", "local"])},
+    optional={
+        "executors": st.integers(1, 3),
+        "env_vars": st.dictionaries(
+            st.sampled_from(["A", "B_1"]), st.sampled_from(["x", "{{ds}}", "{{v}}", "{{who}}", 1, True]), max_size=2
+        ),
+        "cmd": st.sampled_from(
+            ["echo hi", "echo {{v}} {{ds}}", "echo {{yesterday_ds}}", "echo {{ macros.ds_add(ds, 1) }}"]
+        ),
+        "variables": st.sampled_from(["per", {"v": "own"}]),
+        "do_xcom_push": st.booleans(),
+        "limit_memory": st.just("256Mi"),
+        "application_arguments": st.sampled_from([["--a", "{{v}}"], {"--k": "v"}]),
+        "conf": st.sampled_from([{"spark.x": 1}, {"spark": {"executor": {"memory": "1g"}}}]),
+    },
+)
+_PIPELINE_ARGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "retries": st.integers(0, 3),
+        "retry_delay": st.sampled_from([5, "30s", "5m", "1:00:00", "1h30m", "soon"]),
+        "email": st.sampled_from(["a@example.com", ["a@example.com", "b@example.com"]]),
+        "email_on_failure": st.booleans(),
+        "depends_on_past": st.booleans(),
+        "execution_timeout": st.sampled_from(["10m", 600]),
+        "max_active_runs": st.integers(1, 3),
+        "catchup": st.booleans(),
+        "tags": st.lists(st.sampled_from(["a", "b-c"]), max_size=2, unique=True),
+        "custom_key": st.just("x"),  # Airflow ignores it: a warning
+        "retires": st.just(3),  # a typo: an error
+    },
+)
+
+
+def _spec(always_run: bool, pod: dict[str, Any], args: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    named = []
+    for i, drawn in enumerate(tasks):
+        task = {"task": f"t{i}", "image": "gen", **drawn}
+        if task["type"] == "python":
+            task.setdefault("cmd", "echo hi")
+        else:
+            task.setdefault("application_source", "app.py")
+        named.append(task)
+    return {
+        "name": "Generated",
+        "always_run": always_run,
+        "variables": {"v": "root", "per": {"v": "task"}},
+        "executors": [{"executor": "pods", "type": "kubernetes", **pod}, {"executor": "local", "type": "docker"}],
+        "images": [{"image": "gen", "type": "python", "source": "code"}],
+        "pipelines": [
+            {"pipeline": "generated", "start_date": "2024-01-01", "timeout_minutes": 5, **args, "tasks": named}
+        ],
+    }
+
+
+def test_generated_specs_that_validate_render_and_import_in_airflow(tmp_path: Path) -> None:
+    import yaml
+
+    from controller.errors import InputError
+
+    rendered: list[tuple[Path, int]] = []
+    refused: list[int] = []
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        always_run=st.booleans(),
+        pod=_POD_OPTIONS,
+        args=_PIPELINE_ARGS,
+        tasks=st.lists(_TASK, min_size=1, max_size=4),
+    )
+    def check(always_run: bool, pod: dict[str, Any], args: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        root = tmp_path / f"spec{len(rendered) + len(refused)}"
+        (root / ".git").mkdir(parents=True)
+        (root / "code").mkdir()
+        (root / "liminal.yml").write_text(yaml.safe_dump(_spec(always_run, pod, args, tasks)), encoding="utf-8")
+        try:
+            spec = load(discover([root]), {})
+        except InputError as exc:
+            # refused: every problem located in the file, never a traceback
+            assert exc.problems and all(p.file.endswith("liminal.yml") and p.line >= 1 for p in exc.problems)
+            refused.append(1)
+            return
+        state = render(spec, root, K8S, Origin(repo="gen", commit="c0ffee" * 6 + "abcd"))
+        out = root / "dags"
+        out.mkdir()
+        for resource in state.resources:
+            if isinstance(resource.artifact, DagFile):
+                (out / resource.artifact.filename).write_text(resource.artifact.text, encoding="utf-8")
+        rendered.append(
+            (out, sum(p.partitions + 2 if p.partitions > 1 else 1 for p in spec.systems[0].pipelines[0].tasks))
+        )
+
+    check()
+    assert rendered and refused, (len(rendered), len(refused))  # the strategy reaches both outcomes
+    result = tmp_path / "result.json"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
+    done = subprocess.run(
+        [
+            str(_airflow_python()),
+            str(REPO / "scripts" / "airflow_dagbag.py"),
+            str(result),
+            *(str(f) for f, _ in rendered),
+        ],
+        env=env,
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    found = json.loads(result.read_text(encoding="utf-8"))
+    for folder, tasks in rendered:
+        bag = found[str(folder)]
+        assert bag["import_errors"] == {}, (folder, bag["import_errors"])
+        assert len(bag["dags"]["generated"]["tasks"]) == tasks, folder
