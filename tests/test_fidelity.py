@@ -201,7 +201,10 @@ def test_a_spark_task_with_cmd_is_refused(write: Write) -> None:
 
 
 def test_spark_executors_conflicting_with_conf_is_refused(write: Write) -> None:
-    task = "        application_source: app.py\n        executors: 2\n        conf:\n          spark.executor.instances: 4\n"
+    task = (
+        "        application_source: app.py\n        executors: 2\n        conf:\n"
+        "          spark.executor.instances: 4\n"
+    )
     text = spec_text(task=task).replace("type: python", "type: spark").replace('        cmd: "echo hi"\n', "")
     (problem,) = problems_of(write, text)
     assert problem.rule == "spark-executors" and problem.line == 17
@@ -274,12 +277,8 @@ def test_python_version_picks_the_configured_base_image_or_is_refused(write: Wri
     conf = next(f for f in build.files if f.path == "__liminal__/pip.conf")
     assert conf.data == b"[global]\nindex-url = http://pypi.local\n"
     # the default base counts for the version its tag names
-    assert (
-        "FROM python:3.12-slim"
-        in render(spec, root, RenderSettings(base_image="python:3.12-slim"), Origin("r", "c"))
-        .resources[0]
-        .artifact.dockerfile
-    )  # type: ignore[union-attr]
+    (default,) = render(spec, root, RenderSettings(base_image="python:3.12-slim"), Origin("r", "c")).resources
+    assert isinstance(default.artifact, ImageBuild) and "FROM python:3.12-slim\n" in default.artifact.dockerfile
     with pytest.raises(InputError) as caught:
         render(spec, root, RenderSettings(), Origin("r", "c"))
     (problem,) = caught.value.problems
