@@ -53,6 +53,7 @@ from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget
 from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
 from controller.targets.kubernetes import KubernetesTarget
+from controller.targets.kubernetes_needs import KubernetesNeeds
 from controller.views import run_json
 from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
 
@@ -220,6 +221,9 @@ def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
         targets[ResourceKind.SERVICE] = KubernetesTarget(
             kubeconfig=settings.kubeconfig, rollout_timeout=settings.rollout_timeout
         )
+        # with a cluster to talk to, the claims and secrets of pod tasks are made or checked before their DAG
+        needs = KubernetesNeeds(kubeconfig=settings.kubeconfig)
+        targets[ResourceKind.CLAIM] = targets[ResourceKind.SECRET] = needs
     deps = Deps(
         source=source,
         ledger=ledger,

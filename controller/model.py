@@ -362,16 +362,27 @@ class Spec:
 
 
 class ResourceKind(enum.StrEnum):
-    """What a resource is; the kind decides the apply wave (images first, then DAGs, then services)."""
+    """What a resource is; the kind decides the apply wave (images, claims and secrets first, then
+    DAGs, then services)."""
 
     IMAGE = "image"
+    CLAIM = "claim"
+    """A PersistentVolumeClaim a Kubernetes task mounts: made from a `local` volume, else required to exist."""
+    SECRET = "secret"
+    """A Kubernetes Secret a task mounts: never made from git, required to exist."""
     DAG = "dag"
     SERVICE = "service"
 
     @property
     def wave(self) -> int:
-        """Apply order: a DAG or service may only go live once the images it names exist."""
-        return {ResourceKind.IMAGE: 0, ResourceKind.DAG: 1, ResourceKind.SERVICE: 2}[self]
+        """Apply order: a DAG or service may only go live once the images, claims and secrets it names exist."""
+        return {
+            ResourceKind.IMAGE: 0,
+            ResourceKind.CLAIM: 0,
+            ResourceKind.SECRET: 0,
+            ResourceKind.DAG: 1,
+            ResourceKind.SERVICE: 2,
+        }[self]
 
 
 @dataclass(frozen=True, slots=True, order=True)

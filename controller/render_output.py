@@ -78,4 +78,11 @@ def _files(kind: ResourceKind, name: str, body: Any, artifact: ImageBuild | DagF
     if kind is ResourceKind.SERVICE and body.get("target") == "kubernetes":
         text = yaml.safe_dump_all([plain(m) for m in body["manifests"]], sort_keys=False)
         return [(f"manifests/{name}.yaml", text.encode())]
+    if kind in (ResourceKind.CLAIM, ResourceKind.SECRET):
+        # `namespace/name`: one file per claim or secret a pod task needs, made (manifests) or required
+        flat = name.replace("/", "__")
+        if "manifests" in body:
+            text = yaml.safe_dump_all([plain(m) for m in body["manifests"]], sort_keys=False)
+            return [(f"manifests/{kind}-{flat}.yaml", text.encode())]
+        return [(f"requires/{kind}-{flat}.json", (json.dumps(plain(body["requires"]), indent=2) + "\n").encode())]
     return [(f"services/{name}.json", (json.dumps(plain(body), indent=2) + "\n").encode())]

@@ -1,7 +1,8 @@
 """A FAKE Kubernetes API server, in process, for the Kubernetes target's tests.
 
 No Kubernetes API server can run on this machine, so this serves exactly the paths the target
-uses, as the Kubernetes API documents them: apps/v1 Deployments and v1 Services in a namespace,
+uses, as the Kubernetes API documents them: apps/v1 Deployments, v1 Services, PersistentVolumeClaims
+and Secrets in a namespace and cluster-wide v1 PersistentVolumes,
 `GET` one, `GET` a list by equality `labelSelector`, `PATCH` with `application/apply-patch+yaml`
 (server-side apply: `fieldManager` required, `force`), and `DELETE`. It keeps objects in memory,
 bumps `metadata.generation` when a spec changes, records managed fields, and plays a Deployment
@@ -27,8 +28,18 @@ import yaml
 _PATHS = {
     "deployments": re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments(?:/([^/]+))?$"),
     "services": re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$"),
+    "persistentvolumeclaims": re.compile(r"^/api/v1/namespaces/([^/]+)/persistentvolumeclaims(?:/([^/]+))?$"),
+    "secrets": re.compile(r"^/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?$"),
+    # cluster-scoped: the namespace group matches nothing and stays empty
+    "persistentvolumes": re.compile(r"^/api/v1/()persistentvolumes(?:/([^/]+))?$"),
 }
-_KINDS = {"deployments": ("apps/v1", "Deployment"), "services": ("v1", "Service")}
+_KINDS = {
+    "deployments": ("apps/v1", "Deployment"),
+    "services": ("v1", "Service"),
+    "persistentvolumeclaims": ("v1", "PersistentVolumeClaim"),
+    "secrets": ("v1", "Secret"),
+    "persistentvolumes": ("v1", "PersistentVolume"),
+}
 
 
 @dataclass
@@ -125,7 +136,7 @@ class FakeKubernetes:
                 generation += 1
             meta = {
                 **body["metadata"],
-                "namespace": ns,
+                **({"namespace": ns} if ns else {}),
                 "generation": generation,
                 "uid": current["metadata"]["uid"] if current else str(uuid.uuid4()),
                 "managedFields": [{"manager": manager, "operation": "Apply", "apiVersion": api_version}],

@@ -175,11 +175,13 @@ def test_render_writes_dags_dockerfiles_manifests_and_index(tmp_path: Path) -> N
         "images/hello__server/Dockerfile",
         "images/hello__server/context.txt",
         "manifests/hello_server.yaml",
+        "requires/claim-default__data-pvc.json",
         "resources.json",
     ]
     index = json.loads((out / "resources.json").read_text())
     assert index["repo"] == "hello" and index["commit"] == "abc123"
     assert [(r["kind"], r["name"]) for r in index["resources"]] == [
+        ("claim", "default/data-pvc"),
         ("image", "hello/pipeline"),
         ("image", "hello/server"),
         ("dag", "hello_training"),
@@ -187,7 +189,7 @@ def test_render_writes_dags_dockerfiles_manifests_and_index(tmp_path: Path) -> N
     ]
     assert all(len(r["hash"]) == 64 for r in index["resources"])
     # printed lines name kind, short hash and name
-    assert result.stdout.splitlines()[0] == f"image    {index['resources'][0]['hash'][:12]}  hello/pipeline"
+    assert result.stdout.splitlines()[1] == f"image    {index['resources'][1]['hash'][:12]}  hello/pipeline"
 
 
 def test_render_replaces_an_earlier_render_but_not_other_folders(tmp_path: Path) -> None:

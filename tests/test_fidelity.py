@@ -223,14 +223,17 @@ def test_secret_mounts_that_cannot_be_honoured_are_refused(write: Write, secret:
     assert (problem.line, problem.rule) == (22, rule), problem
 
 
-def test_a_relative_local_path_on_a_docker_task_is_refused(write: Write) -> None:
+def test_a_relative_local_path_is_a_warning_and_the_volume_a_named_one(write: Write) -> None:
     text = spec_text(
         runs_on="local",
         root="volumes:\n  - volume: data\n    local:\n      path: ./data\n",
         task="        mounts:\n          - volume: data\n            path: /data\n",
     )
-    (problem,) = problems_of(write, text)
-    assert (problem.line, problem.rule) == (22, "volume-local-path") and "changes with every commit" in problem.message
+    spec = loads(write, text)
+    (warning,) = spec.warnings
+    assert (warning.line, warning.col, warning.rule) == (10, 13, "volume-local-path")
+    assert "a controller has none" in warning.message
+    assert spec.systems[0].volumes[0].local_path is None  # a Docker named volume `data-pvc`, not a bind
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ def hashes(state: DesiredState) -> dict[str, str]:
 def test_example_renders_images_dag_and_service(tmp_path: Path) -> None:
     state = render_repo(checkout(tmp_path))
     assert [(str(r.key.kind), r.key.name) for r in state.resources] == [
+        ("claim", "default/data-pvc"),  # the claim the pods mount: required to exist (no `local` path)
         ("image", "hello/pipeline"),
         ("image", "hello/server"),
         ("dag", "hello_training"),
@@ -67,7 +68,12 @@ def test_example_renders_images_dag_and_service(tmp_path: Path) -> None:
     assert {"__liminal__/serve.py", "__liminal__/endpoints.json", "model.py"} <= {f.path for f in server.files}
     assert 'CMD ["python3", "/app/__liminal__/serve.py", "/app/__liminal__/endpoints.json"]' in server.dockerfile
     dag = by_name["hello_training"]
-    assert dag.depends_on == (by_name["hello/pipeline"].key,)
+    assert dag.depends_on == (by_name["hello/pipeline"].key, by_name["default/data-pvc"].key)
+    assert by_name["default/data-pvc"].body["requires"] == {
+        "kind": "PersistentVolumeClaim",
+        "name": "data-pvc",
+        "namespace": "default",
+    }
     assert by_name["hello_server"].depends_on == (by_name["hello/server"].key,)
 
 
@@ -208,7 +214,8 @@ def test_namespace_and_description_change_kubernetes_resources(tmp_path: Path) -
     k8s = RenderSettings(serving=ServingTarget.KUBERNETES)
     before = hashes(render_repo(root, k8s))
     after = hashes(render_repo(root, dataclasses.replace(k8s, namespace="ml")))
-    assert {k for k in before if before[k] != after[k]} == {DAG, SVC}
+    assert {k for k in before if before[k] != after.get(k)} == {DAG, SVC, "claim:default/data-pvc"}
+    assert "claim:ml/data-pvc" in after  # the pods' claim, in the pods' namespace
     _replace_yml("answers predictions over HTTP", "answers")(root)
     described = hashes(render_repo(root, k8s))
     assert {k for k in before if before[k] != described[k]} == {SVC}
@@ -224,7 +231,7 @@ def test_origin_is_stamped_outside_the_hash(tmp_path: Path) -> None:
     annotations = svc_two.body["manifests"][0]["metadata"]["annotations"]
     assert annotations["liminal-gitops/commit"] == "b" * 40
     assert annotations["liminal-gitops/content-hash"] == svc_two.content_hash
-    dag_two = two.resources[2].artifact
+    (dag_two,) = [r.artifact for r in two.resources if isinstance(r.artifact, DagFile)]
     assert isinstance(dag_two, DagFile)
     assert "commit:bbbbbbbbbbbb" in dag_two.text
 

@@ -14,12 +14,14 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.ledger import Ledger
-from controller.model import RepoRef, ResourceKind, RunStatus
+from controller.model import Policies, RepoPolicy, RepoRef, ResourceKind, ResultCode, RunStatus
 from controller.render import RenderSettings, ServingTarget
 from controller.sync.reconcile import Deps, reconcile
 from controller.sync.source import GitSource
+from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
-from tests.conftest import TEST_REMOTES, cli_env, commit_all, example_remote, liminal
+from controller.targets.kubernetes_needs import KubernetesNeeds
+from tests.conftest import TEST_REMOTES, cli_env, commit_all, example_remote, git, liminal
 from tests.kubernetes_fake import FakeKubernetes, Recorded, serve
 
 NS = "ml-serving"
@@ -192,6 +194,11 @@ def test_the_cli_serves_on_kubernetes_and_status_shows_the_endpoint(
         KUBECONFIG=str(kubeconfig),
     )
     assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
+    # the example's pods mount the claim `data-pvc`, which must exist: without it nothing of the DAG goes live
+    missing = liminal("sync", env=env)
+    assert missing.returncode == 1
+    assert f"PersistentVolumeClaim 'data-pvc' in namespace '{NS}' does not exist" in missing.stdout + missing.stderr
+    fake.put("persistentvolumeclaims", NS, {"metadata": {"name": "data-pvc"}, "spec": {}})
     synced = liminal("sync", env=env)
     assert synced.returncode == 0, synced.stderr
     assert ("deployments", NS, "hello-server") in fake.objects
@@ -206,3 +213,97 @@ def test_the_cli_serves_on_kubernetes_and_status_shows_the_endpoint(
     ]
     text = liminal("status", env=env).stdout
     assert f"service hello_server: http://hello-server.{NS}.svc.cluster.local:80 healthy" in text
+
+
+NEEDS_YML = """\
+name: needs
+executors:
+  - executor: pods
+    type: kubernetes
+    namespace: jobs
+volumes:
+  - volume: scratch
+    local:
+      path: /srv/scratch
+  - volume: shared
+    claim_name: shared-claim
+secrets:
+  - secret: creds
+pipelines:
+  - pipeline: needs_pipeline
+    start_date: 2024-01-01
+    timeout_minutes: 5
+    tasks:
+      - task: train
+        type: python
+        image: python:3.11-slim
+        executor: pods
+        cmd: echo
+        mounts:
+          - volume: scratch
+            path: /scratch
+          - volume: shared
+            path: /shared
+        secrets:
+          - secret: creds
+            remote_path: /secret
+"""
+
+
+def test_claims_are_made_and_missing_secrets_and_claims_fail_the_change(
+    tmp_path: Path, ledger: Ledger, fake: FakeKubernetes
+) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "liminal.yml").write_text(NEEDS_YML)
+    git(remote, "init", "-q", "-b", "main")
+    commit_all(remote, "pods with a local volume, an existing claim and a secret")
+    ledger.add_repo(RepoRef("needs", str(remote)))
+    needs = KubernetesNeeds(k8s.ApiClient(k8s.Configuration(host=fake.url)))
+    dags = DagFolderTarget(tmp_path / "dags")
+    deps = Deps(
+        source=GitSource(tmp_path / "cache", policy=TEST_REMOTES),
+        ledger=ledger,
+        targets={ResourceKind.DAG: dags, ResourceKind.CLAIM: needs, ResourceKind.SECRET: needs},
+        settings=RenderSettings(namespace=NS),
+        # the operator lets this repository use host paths and the `jobs` namespace
+        policies=Policies(default=RepoPolicy(namespaces=("jobs",), host_mounts=True)),
+    )
+    first = reconcile("needs", deps)
+    assert first.status is RunStatus.FAILED
+    outcomes = {f"{o.key.kind}:{o.key.name}": o for o in first.outcomes}
+    secret = outcomes["secret:jobs/creds"]
+    assert secret.code is ResultCode.FAILED
+    assert "Secret 'creds' in namespace 'jobs' does not exist" in secret.message
+    assert "never takes secrets from git" in secret.message
+    assert outcomes["claim:jobs/shared-claim"].code is ResultCode.FAILED
+    # the DAG whose pods need them does not go live
+    assert outcomes["dag:needs_pipeline"].code is ResultCode.SKIPPED
+    assert not list((tmp_path / "dags").rglob("*.json"))
+    # the local volume became Liminal's hostPath volume and its claim, in the pods' namespace
+    volume = fake.objects[("persistentvolumes", "", "scratch")]
+    assert volume["spec"]["hostPath"]["path"] == "/srv/scratch"
+    assert volume["spec"]["storageClassName"] == "local-storage"
+    claim = fake.objects[("persistentvolumeclaims", "jobs", "scratch-pvc")]
+    assert claim["spec"]["volumeName"] == "scratch"
+    assert claim["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "liminal-controller"
+    for request in [r for r in fake.requests if r.method == "PATCH"]:
+        assert request.query == {"fieldManager": [FIELD_MANAGER], "force": ["true"]}
+        kubernetes_validate.validate(request.body, "1.37.0", strict=True)
+
+    fake.put("secrets", "jobs", {"metadata": {"name": "creds"}, "data": {"token": "c2VjcmV0"}})
+    fake.put("persistentvolumeclaims", "jobs", {"metadata": {"name": "shared-claim"}, "spec": {}})
+    second = reconcile("needs", deps)
+    assert second.status is RunStatus.SUCCEEDED, second.error
+    assert list((tmp_path / "dags").rglob("needs_pipeline.json"))
+    # someone else's claim is used as it is, never taken over
+    assert fake.objects[("persistentvolumeclaims", "jobs", "shared-claim")]["spec"] == {}
+    assert "c2VjcmV0" not in json.dumps([o.message for o in second.outcomes])
+
+    # a secret deleted with kubectl is drift: the next sync says so and fails the change
+    del fake.objects[("secrets", "jobs", "creds")]
+    third = reconcile("needs", deps)
+    assert third.status is RunStatus.FAILED
+    assert "Secret 'creds' in namespace 'jobs' does not exist" in (third.error or "") + json.dumps(
+        [o.message for o in third.outcomes]
+    )

@@ -23,6 +23,7 @@ from controller.model import (
     System,
     memoized,
 )
+from controller.render.claims import cluster_needs
 from controller.render.dags import dag_file, loader_source, pipeline_payload, stamp_payload
 from controller.render.hashing import digest, plain
 from controller.render.images import build_image
@@ -130,18 +131,25 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
         for b in builds.values()
     ]
     loader = _loader_sha256()
+    cluster: dict[ResourceKey, Resource] = {}
     for system in spec.systems:
         used = {t.image for p in system.pipelines for t in p.tasks}
         tags = tuple(sorted((i, builds[i].tag) for i in used if i in builds))
         parts = memoized(memo, "dags", (_Same(system), tags, settings), partial(_dag_parts, system, builds, settings))
-        for part in parts:
+        for part, pipeline in zip(parts, system.pipelines, strict=True):
+            needs: list[ResourceKey] = []
+            for need in cluster_needs(pipeline, system, settings, origin.repo):
+                need_key = ResourceKey(origin.repo, ResourceKind(need.kind), need.name)
+                needs.append(need_key)
+                if need_key not in cluster:
+                    cluster[need_key] = Resource(key=need_key, content_hash=digest(need.body), body=need.body)
             artifact = dag_file(origin.repo, stamp_payload(part.payload, origin, part.content_hash))
             resources.append(
                 Resource(
                     key=ResourceKey(origin.repo, ResourceKind.DAG, part.name),
                     content_hash=part.content_hash,
                     body={"filename": artifact.filename, "loader_sha256": loader, "payload": part.payload},
-                    depends_on=tuple(image_key(n) for n in part.images),
+                    depends_on=(*(image_key(n) for n in part.images), *needs),
                     artifact=artifact,
                 )
             )
@@ -158,5 +166,6 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
                     depends_on=(image_key(service.image),) if served is not None else (),
                 )
             )
+    resources.extend(cluster.values())
     resources.sort(key=lambda r: (r.wave, r.key.name))
     return DesiredState(origin=origin, resources=tuple(resources), warnings=spec.warnings)

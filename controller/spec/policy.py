@@ -65,7 +65,8 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
         for section, key, what in (("volumes", "local", "volume"), ("secrets", "local_path_file", "secret")):
             for item in mapping_items(resolved.get(section)):
                 node = item.get(key)
-                if node is not None:
+                path = node.get("path") if node is not None and key == "local" else node
+                if node is not None and not (key == "local" and not _is_absolute(path)):
                     problems.append(
                         node.problem(
                             f"{what} '{_text(item.get(what))}' uses a path on the host (`{key}`); {_WHERE} does "
@@ -75,6 +76,11 @@ def policy_problems(resolved: Node, policy: RepoPolicy) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def _is_absolute(path: Node | None) -> bool:
+    # a relative `local` path names no host directory (validate says it is not used)
+    return path is not None and isinstance(path.value, str) and path.value.startswith("/")
 
 
 def _allows(allowed: Iterable[str]) -> str:

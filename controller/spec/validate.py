@@ -519,14 +519,6 @@ def _task(ctx: _Context, node: Node, scope: _SystemScope) -> Task | None:
                 f"(declared: {declared}){suggest(volume, scope.volumes)}",
                 "unknown-volume",
             )
-        elif docker and (local := scope.volumes[volume].local_path) is not None and not local.startswith("/"):
-            ctx.add(
-                m.get("volume") or m,
-                f"volume '{volume}' has the relative local path '{local}': a docker task binds a host directory, "
-                "and the repository checkout is not one (it changes with every commit); use an absolute path the "
-                "repository policy allows, or a volume without `local` (a Docker named volume)",
-                "volume-local-path",
-            )
         path = _text(m.get("path")) or ""
         if not path.startswith("/"):
             ctx.add(m.get("path") or m, f"mount path '{path}' must be absolute", "mount-path")
@@ -871,10 +863,24 @@ def validate_system(
         if vname is None:
             continue
         local = v.get("local")
+        local_node = local.get("path") if local is not None else None
+        local_path = _text(local_node)
+        if local_node is not None and local_path is not None and not local_path.startswith("/"):
+            # Liminal resolves it against the folder `liminal deploy` ran in; a controller has no such folder
+            # (a checkout changes with every commit), so the volume is used as one without `local`
+            ctx.warn(
+                local_node,
+                f"relative local path '{local_path}' is not used: it names a folder of the machine that ran "
+                "`liminal deploy`, and a controller has none; the volume is used as one without `local` (a Docker "
+                f"named volume '{_text(v.get('claim_name')) or vname + '-pvc'}', or that existing Kubernetes claim)",
+                "volume-local-path",
+                at_key=False,
+            )
+            local_path = None
         volumes[vname] = Volume(
             name=vname,
             claim_name=_text(v.get("claim_name")) or f"{vname}-pvc",
-            local_path=_text(local.get("path")) if local is not None else None,
+            local_path=local_path,
         )
     secret_nodes = mapping_items(resolved.get("secrets"))
     check_unique(ctx.problems, secret_nodes, _name_of("secret"), "secret", "unique-name")

@@ -38,7 +38,7 @@ from controller.model import (
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
 from controller.sync.apply import each
 
-__all__ = ["FIELD_MANAGER", "KubernetesTarget", "api_client_from_config"]
+__all__ = ["APPLY", "FIELD_MANAGER", "KubernetesTarget", "api_client_from_config"]
 
 log = structlog.get_logger("liminal.kubernetes")
 
