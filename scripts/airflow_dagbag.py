@@ -60,6 +60,7 @@ def load_folder(folder: str) -> dict[str, Any]:
                     "command": getattr(t, "command", None),
                     "env": _env(t),
                     "operator": {name: _plain(getattr(t, name, None)) for name in _OPERATOR_FIELDS},
+                    "operator_more": {name: _plain(getattr(t, name)) for name in _POD_FIELDS if hasattr(t, name)},
                 }
                 for t in dag.tasks
             },
@@ -77,7 +78,12 @@ _OPERATOR_FIELDS = (
     "email_on_failure",
     "email_on_retry",
     "depends_on_past",
+    "ignore_first_depends_on_past",
+    "wait_for_past_depends_before_skipping",
     "wait_for_downstream",
+    "weight_rule",
+    "max_active_tis_per_dag",
+    "max_active_tis_per_dagrun",
     "priority_weight",
     "queue",
     "pool",
@@ -99,10 +105,27 @@ _OPERATOR_FIELDS = (
     "active_deadline_seconds",
     "service_account_name",
     "secrets",
+    "volumes",
+    "volume_mounts",
+    "mounts",
+    "mem_limit",
+    "cpus",
     "startup_timeout_seconds",
     "liminal_variables",
 )
 """Operator attributes the tests compare with what a liminal.yml asked for."""
+
+
+_POD_FIELDS = (
+    "in_cluster",
+    "cluster_context",
+    "get_logs",
+    "reattach_on_restart",
+    "log_events_on_failure",
+    "dnspolicy",
+    "schedulername",
+)
+"""KubernetesPodOperator attributes a kubernetes executor may set (only on pod tasks)."""
 
 
 def _plain(value: Any) -> Any:

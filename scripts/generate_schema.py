@@ -376,6 +376,10 @@ def build() -> Schema:
                 "description": "Cron expression (`0 * * * *`) or Airflow preset (`@daily`); empty for "
                 "manual runs only.",
             },
+            "schedule_interval": {
+                "type": ["string", "null"],
+                "description": "Liminal's older name of `schedule` (used when `schedule` is not set).",
+            },
             "timeout_minutes": {
                 "type": "integer",
                 "minimum": 1,

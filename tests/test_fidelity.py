@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from controller.errors import InputError
-from controller.model import ImageBuild, Origin, Problem, Spec
-from controller.render import RenderSettings, render
+from controller.model import ImageBuild, Origin, Problem, ResourceKind, Spec
+from controller.render import RenderSettings, ServingTarget, render
 from controller.render.dag_loader import fill_runtime
 from controller.spec.airflow_args import parse_duration
 from tests.conftest import LIMINAL, load_paths
@@ -339,3 +339,52 @@ def test_a_repository_s_own_base_super_is_the_root_of_every_chain(write: Write) 
     (system,) = spec.systems
     assert system.supers == ("base",)
     assert [t.executor for t in system.pipelines[0].tasks] == ["mine"]
+
+
+# ---- services ------------------------------------------------------------------------------------
+
+
+SERVICE_YML = """\
+name: svc
+images:
+  - image: server
+    type: python_server
+    source: code
+    endpoints:
+      - endpoint: /predict
+        module: model
+        function: predict
+services:
+  - service: model_server
+    image: server
+    replicas: 3
+    port: 8088
+    env_vars:
+      MODE: fast
+      DEBUG: true
+    request_cpu: 250m
+    request_memory: 256Mi
+    limit_cpu: 1
+    limit_memory: 1Gi
+"""
+
+
+def test_service_keys_reach_the_deployment_and_the_container(write: Write) -> None:
+    root = write({"liminal.yml": SERVICE_YML, "code/model.py": "def predict(b):\n    return b\n"})
+    spec = load_paths([root])
+    kube = render(spec, root, RenderSettings(serving=ServingTarget.KUBERNETES), Origin("r", "c"))
+    body = next(r.body for r in kube.resources if r.key.kind is ResourceKind.SERVICE)
+    deployment, service = body["manifests"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 3
+    assert service["spec"]["ports"][0]["port"] == 8088
+    assert container["env"] == [{"name": "DEBUG", "value": "true"}, {"name": "MODE", "value": "fast"}]
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    local = render(spec, root, RenderSettings(), Origin("r", "c"))
+    run = next(r.body for r in local.resources if r.key.kind is ResourceKind.SERVICE)["container"]
+    assert run["ports"] == {"8080/tcp": ["127.0.0.1", 8088]}
+    assert run["environment"] == {"DEBUG": "true", "MODE": "fast"}
+    assert (run["mem_limit"], run["nano_cpus"]) == (2**30, 10**9)

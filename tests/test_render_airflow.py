@@ -194,7 +194,9 @@ def test_docker_executor_renders_a_docker_operator_in_airflow(tmp_path: Path) ->
         "pipelines:\n  - pipeline: local_pipeline\n    start_date: 2024-01-01\n    timeout_minutes: 5\n"
         "    tasks:\n      - task: run\n        type: python\n        image: local\n        executor: local\n"
         "        cmd: python -u run.py\n        limit_memory: 256Mi\n        limit_cpu: 500m\n"
-        "        mounts:\n          - mount: data\n            volume: data\n            path: /data\n",
+        "        mounts:\n          - mount: data\n            volume: data\n            path: /data\n"
+        "        secrets:\n          - secret: creds\n            remote_path: /secret\n            sub_path: token\n"
+        "secrets:\n  - secret: creds\n    local_path_file: /etc/liminal/creds.txt\n",
         encoding="utf-8",
     )
     out = tmp_path / "dags"
@@ -216,6 +218,11 @@ def test_docker_executor_renders_a_docker_operator_in_airflow(tmp_path: Path) ->
     assert task["type"] == "LiminalDockerOperator"
     assert task["command"] == ["/bin/bash", "-c", "python -u run.py"]  # as Liminal
     assert task["image"].startswith("local:")
+    mounts = {m["Target"]: m for m in task["operator"]["mounts"]}
+    assert (mounts["/data"]["Source"], mounts["/data"]["Type"]) == ("/tmp/liminal-data", "bind")
+    assert mounts["/secret/token"]["Source"] == "/etc/liminal/creds.txt"  # local_path_file at remote_path/sub_path
+    assert mounts["/secret/token"]["ReadOnly"] is True
+    assert (task["operator"]["mem_limit"], task["operator"]["cpus"]) == (256 * 2**20, 0.5)
 
 
 def _manifests(root: Path) -> list[dict[str, Any]]:
@@ -315,8 +322,25 @@ executors:
       limit_memory: 1Gi
     priority_class_name: batch
     is_delete_operator_pod: false
+    in_cluster: false
+    cluster_context: kind-ml
+    service_account_name: trainer
+    image_pull_policy: Always
+    startup_timeout_seconds: 600
+    get_logs: false
+    do_xcom_push: false
+    termination_grace_period: 30
+    active_deadline_seconds: 3600
+    reattach_on_restart: false
+    log_events_on_failure: true
+    dnspolicy: ClusterFirst
+    schedulername: volcano
 secrets:
   - secret: creds
+volumes:
+  - volume: scratch
+    local:
+      path: /srv/scratch
 variables:
   region: eu
   per_task:
@@ -327,6 +351,8 @@ images:
     source: code
 pipelines:
   - pipeline: fidelity_pipeline
+    description: trains the fidelity model
+    schedule_interval: '@daily'
     start_date: 2024-01-01
     timeout_minutes: 5
     retries: 3
@@ -335,7 +361,20 @@ pipelines:
     execution_timeout: 90s
     email: [ds@example.com]
     email_on_failure: true
+    email_on_retry: false
     depends_on_past: true
+    retry_exponential_backoff: true
+    end_date: 2030-01-01
+    ignore_first_depends_on_past: false
+    wait_for_past_depends_before_skipping: true
+    wait_for_downstream: true
+    priority_weight: 5
+    weight_rule: upstream
+    queue: gpu
+    pool: trainers
+    pool_slots: 2
+    max_active_tis_per_dag: 3
+    max_active_tis_per_dagrun: 2
     max_active_runs: 2
     max_active_tasks: 4
     catchup: true
@@ -348,11 +387,19 @@ pipelines:
         cmd: echo {{region}} {{ds}}
         request_memory: 512Mi
         do_xcom_push: true
+        output_path: /out
+        output_destination_path: s3://bucket/out
         variables: per_task
         secrets:
           - secret: creds
             remote_path: /secret
             sub_path: token
+            read_only: true
+        mounts:
+          - mount: scratch-mount
+            volume: scratch
+            path: /scratch
+            sub_path: runs
             read_only: true
       - task: crunch
         type: spark
@@ -399,17 +446,42 @@ def fidelity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return dict(found["dags"]["fidelity_pipeline"])
 
 
+OPERATOR_EXPECTED = {
+    "retries": 3,
+    "retry_delay": "0:05:00",
+    "max_retry_delay": "1:00:00",
+    "execution_timeout": "0:01:30",
+    "email": ["ds@example.com"],
+    "email_on_failure": True,
+    "email_on_retry": False,
+    "depends_on_past": True,
+    "retry_exponential_backoff": True,
+    "end_date": "2030-01-01 00:00:00+00:00",
+    "ignore_first_depends_on_past": False,
+    "wait_for_past_depends_before_skipping": True,
+    "wait_for_downstream": True,
+    "priority_weight": 5,
+    "weight_rule": "upstream",
+    "queue": "gpu",
+    "pool": "trainers",
+    "pool_slots": 2,
+    "max_active_tis_per_dag": 3,
+    "max_active_tis_per_dagrun": 2,
+}
+
+
 def test_pipeline_keys_reach_every_task_as_default_args_in_airflow(fidelity: dict[str, Any]) -> None:
+    from controller.spec.airflow_args import DEFAULT_ARGS
+
+    assert set(OPERATOR_EXPECTED) == set(DEFAULT_ARGS)  # every honoured key is in the example and checked here
     assert (fidelity["max_active_runs"], fidelity["max_active_tasks"], fidelity["catchup"]) == (2, 4, True)
+    assert (fidelity["description"], fidelity["schedule"]) == ("trains the fidelity model", "@daily")
     assert "team-ds" in fidelity["tags"]
-    train = fidelity["tasks"]["train"]["operator"]
-    assert train["retries"] == 3
-    assert train["retry_delay"] == "0:05:00"
-    assert train["max_retry_delay"] == "1:00:00"
-    assert train["execution_timeout"] == "0:01:30"
-    assert train["email"] == ["ds@example.com"]
-    assert train["email_on_failure"] is True
-    assert train["depends_on_past"] is True
+    for name in ("train", "crunch", "start"):
+        found = fidelity["tasks"][name]["operator"]
+        seen = {k: found[k] for k in OPERATOR_EXPECTED}
+        seen["weight_rule"] = str(seen["weight_rule"]).rsplit(".", 1)[-1].lower()
+        assert seen == OPERATOR_EXPECTED, name
 
 
 def test_always_run_gives_every_task_all_done_and_end_checks_the_run(fidelity: dict[str, Any]) -> None:
@@ -437,7 +509,29 @@ def test_kubernetes_executor_options_reach_the_pod_operator(fidelity: dict[str, 
     }
     assert op["priority_class_name"] == "batch"
     assert op["on_finish_action"] == "keep_pod"  # is_delete_operator_pod: false
-    assert op["do_xcom_push"] is True
+    assert op["do_xcom_push"] is True  # the task's own wins over the executor's
+    assert (op["namespace"], op["service_account_name"]) == ("default", "trainer")
+    assert (op["image_pull_policy"], op["startup_timeout_seconds"]) == ("Always", 600)
+    assert (op["termination_grace_period"], op["active_deadline_seconds"]) == (30, 3600)
+    assert train["operator_more"] == {
+        "in_cluster": False,
+        "cluster_context": "kind-ml",
+        "get_logs": False,
+        "reattach_on_restart": False,
+        "log_events_on_failure": True,
+        "dnspolicy": "ClusterFirst",
+        "schedulername": "volcano",
+    }
+    assert (train["env"]["OUTPUT_PATH"], train["env"]["OUTPUT_DESTINATION_PATH"]) == ("/out", "s3://bucket/out")
+    (mount,) = op["volume_mounts"]
+    assert (mount["name"], mount["mount_path"], mount["sub_path"], mount["read_only"]) == (
+        "scratch",
+        "/scratch",
+        "runs",
+        True,
+    )
+    (volume,) = op["volumes"]
+    assert volume["persistent_volume_claim"]["claim_name"] == "scratch-pvc"
     (secret,) = op["secrets"]
     assert (secret["deploy_target"], secret["secret"], secret["key"]) == ("/secret", "creds", "token")
     assert train["cmds"] == ["/bin/bash", "-c"]

@@ -404,7 +404,7 @@ def _docker_operator(spec: Mapping[str, Any]) -> Any:
     mounts = []
     for m in spec.get("mounts", []):
         if m.get("local_path"):
-            source = os.path.join(m["local_path"], m.get("sub_path") or "")
+            source = os.path.join(m["local_path"], m["sub_path"]) if m.get("sub_path") else m["local_path"]
             mounts.append(Mount(target=m["path"], source=source, type="bind", read_only=m.get("read_only", False)))
         else:
             mounts.append(
