@@ -387,7 +387,8 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
     base = git(remote, "rev-parse", "HEAD")
     git(remote, "checkout", "-q", "-b", "feature")
     yml = remote / "liminal.yml"
-    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *"))
+    # a later schedule, and a key Airflow ignores (a warning: deployed, shown on the check)
+    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *\n    team_budget: 12"))
     good = commit_all(remote, "a later schedule")
     yml.write_text(yml.read_text().replace("timeout_minutes: 30", "timeout_minutes: thirty"))
     bad = commit_all(remote, "a typo")
@@ -438,11 +439,17 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
         assert len(body["description"]) <= 140 and body["context"] == "liminal-gitops/plan"
         by_sha.setdefault(match.group(3), []).append(body)
     assert [s["state"] for s in by_sha[good]] == ["pending", "success"]
-    assert by_sha[good][1]["description"] == "valid; merging would create 0, update 1, delete 0"
+    assert by_sha[good][1]["description"].startswith("valid; merging would create 0, update 1, delete 0; 1 warning(s)")
     assert by_sha[good][1]["target_url"] == "https://liminal.example/api/v1/checks/github/pr-7"
     assert [s["state"] for s in by_sha[bad]] == ["pending", "failure"]
     assert "liminal.yml:" in by_sha[bad][1]["description"] and "timeout_minutes" in by_sha[bad][1]["description"]
     assert plan["pull_request"] == 7 and plan["result"]["plan"]["update"] == 1
+    (warning,) = plan["result"]["warnings"]
+    assert (warning["severity"], warning["rule"], warning["path"]) == (
+        "warning",
+        "unused-key",
+        "$.pipelines[0].team_budget",
+    )
     assert '"schedule": "0 9 * * *"' in plan["result"]["changes"][0]["diff"]
     assert ledger.status("hello").last_applied_commit == base  # a check applies nothing
     assert "201" in operation["responses"]
