@@ -76,6 +76,31 @@ def _airflow_python() -> Path:
     return python
 
 
+def _in_airflow(folders: list[Path], work: Path) -> dict[str, Any]:
+    """What Airflow's DagBag (in Airflow's own virtualenv, one process) makes of each DAG folder."""
+    work.mkdir(parents=True, exist_ok=True)
+    home = work / "airflow-home"
+    home.mkdir(exist_ok=True)
+    out = work / "result.json"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+    done = subprocess.run(
+        [str(_airflow_python()), str(REPO / "scripts" / "airflow_dagbag.py"), str(out), *map(str, folders)],
+        env=env,
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    found: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return found
+
+
 def _hostile_repo(root: Path, text: str) -> Path:
     (root / ".git").mkdir(parents=True)
     (root / "code").mkdir()
@@ -108,24 +133,7 @@ def dagbag(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         root = _hostile_repo(tmp_path_factory.mktemp("hostile"), text)
         folders[f"hostile-{i}"] = base / f"hostile-{i}"
         _render_dags(root, folders[f"hostile-{i}"], "hostile")
-    out = base / "result.json"
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    }
-    result = subprocess.run(
-        [str(_airflow_python()), str(REPO / "scripts" / "airflow_dagbag.py"), str(out), *map(str, folders.values())],
-        env=env,
-        capture_output=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr.decode()[-4000:]
-    loaded = json.loads(out.read_text(encoding="utf-8"))
+    loaded = _in_airflow(list(folders.values()), base / "airflow")
     return {name: loaded[str(folder)] for name, folder in folders.items()}
 
 
@@ -201,18 +209,7 @@ def test_docker_executor_renders_a_docker_operator_in_airflow(tmp_path: Path) ->
     )
     out = tmp_path / "dags"
     _render_dags(root, out, "local", RenderSettings())
-    result_file = tmp_path / "result.json"
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
-    subprocess.run(
-        [str(_airflow_python()), str(REPO / "scripts" / "airflow_dagbag.py"), str(result_file), str(out)],
-        env=env,
-        capture_output=True,
-        timeout=600,
-        check=True,
-    )
-    found = json.loads(result_file.read_text(encoding="utf-8"))[str(out)]
+    found = _in_airflow([out], tmp_path / "airflow")[str(out)]
     assert found["import_errors"] == {}
     task = found["dags"]["local_pipeline"]["tasks"]["run"]
     assert task["type"] == "LiminalDockerOperator"
@@ -429,19 +426,7 @@ def fidelity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (root / "liminal.yml").write_text(FIDELITY_YML, encoding="utf-8")
     out = root.parent / "dags"
     _render_dags(root, out, "fidelity")
-    result = root.parent / "result.json"
-    home = root.parent / "home"
-    home.mkdir()
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
-    done = subprocess.run(
-        [str(_airflow_python()), str(REPO / "scripts" / "airflow_dagbag.py"), str(result), str(out)],
-        env=env,
-        capture_output=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-4000:]
-    found: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))[str(out)]
+    found: dict[str, Any] = _in_airflow([out], root.parent / "airflow")[str(out)]
     assert found["import_errors"] == {}
     return dict(found["dags"]["fidelity_pipeline"])
 
@@ -697,25 +682,19 @@ def test_generated_specs_that_validate_render_and_import_in_airflow(tmp_path: Pa
 
     check()
     assert rendered and refused, (len(rendered), len(refused))  # the strategy reaches both outcomes
-    result = tmp_path / "result.json"
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "AIRFLOW_HOME": str(home)}
-    done = subprocess.run(
-        [
-            str(_airflow_python()),
-            str(REPO / "scripts" / "airflow_dagbag.py"),
-            str(result),
-            *(str(f) for f, _ in rendered),
-        ],
-        env=env,
-        capture_output=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-4000:]
-    found = json.loads(result.read_text(encoding="utf-8"))
+    found = _in_airflow([f for f, _ in rendered], tmp_path / "airflow")
     for folder, tasks in rendered:
         bag = found[str(folder)]
         assert bag["import_errors"] == {}, (folder, bag["import_errors"])
         assert len(bag["dags"]["generated"]["tasks"]) == tasks, folder
+
+
+def test_the_dag_loader_repeats_the_controller_s_rules_exactly() -> None:
+    """The loader imports nothing of the controller (it runs inside Airflow), so it repeats three rules."""
+    from controller.names import PLACEHOLDER_NAME, RUN_TIME_VALUES
+    from controller.render import dag_loader
+    from controller.spec.airflow_args import DURATION_ARGS
+
+    assert dag_loader.RUNTIME_NAMES == RUN_TIME_VALUES
+    assert dag_loader.DURATION_ARGS == DURATION_ARGS
+    assert dag_loader._PLACEHOLDER.pattern == r"{{\s*(" + PLACEHOLDER_NAME.pattern + r")\s*}}"

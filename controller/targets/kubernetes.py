@@ -38,7 +38,7 @@ from controller.model import (
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
 from controller.sync.apply import each
 
-__all__ = ["APPLY", "FIELD_MANAGER", "KubernetesTarget", "api_client_from_config"]
+__all__ = ["APPLY", "FIELD_MANAGER", "ClusterApi", "KubernetesTarget", "api_client_from_config"]
 
 log = structlog.get_logger("liminal.kubernetes")
 
@@ -62,7 +62,22 @@ def api_client_from_config(kubeconfig: str | None = None, context: str | None = 
     return k8s.ApiClient()
 
 
-class KubernetesTarget:
+class ClusterApi:
+    """A Kubernetes target's API client: the one given, else one made from configuration on first use."""
+
+    def __init__(self, api: k8s.ApiClient | None = None, *, kubeconfig: str | None = None) -> None:
+        self._api = api
+        self.kubeconfig = kubeconfig
+
+    @property
+    def api(self) -> k8s.ApiClient:
+        """The API client, made from configuration on first use."""
+        if self._api is None:
+            self._api = api_client_from_config(self.kubeconfig)
+        return self._api
+
+
+class KubernetesTarget(ClusterApi):
     """Observe, apply and prune services' Deployments and Services."""
 
     watches_drift = True  # objects can be edited or deleted with kubectl
@@ -75,17 +90,9 @@ class KubernetesTarget:
         rollout_timeout: float = 300.0,
         poll: float = _POLL,
     ) -> None:
-        self._api = api
-        self.kubeconfig = kubeconfig
+        super().__init__(api, kubeconfig=kubeconfig)
         self.rollout_timeout = rollout_timeout
         self.poll = poll
-
-    @property
-    def api(self) -> k8s.ApiClient:
-        """The API client, made from configuration on first use."""
-        if self._api is None:
-            self._api = api_client_from_config(self.kubeconfig)
-        return self._api
 
     # ---- observe ----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from controller.errors import TargetError, TransientError, short_reason
 from controller.model import Action, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
 from controller.sync.apply import each
-from controller.targets.kubernetes import APPLY, FIELD_MANAGER, api_client_from_config
+from controller.targets.kubernetes import APPLY, FIELD_MANAGER, ClusterApi
 
 __all__ = ["KubernetesNeeds"]
 
@@ -35,21 +35,10 @@ _HOW = {
 }
 
 
-class KubernetesNeeds:
+class KubernetesNeeds(ClusterApi):
     """Observe, apply (or require) and keep the claims and secrets pod tasks mount."""
 
     watches_drift = True  # a claim or a secret can be deleted with kubectl
-
-    def __init__(self, api: k8s.ApiClient | None = None, *, kubeconfig: str | None = None) -> None:
-        self._api = api
-        self.kubeconfig = kubeconfig
-
-    @property
-    def api(self) -> k8s.ApiClient:
-        """The API client, made from configuration on first use."""
-        if self._api is None:
-            self._api = api_client_from_config(self.kubeconfig)
-        return self._api
 
     def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
         """The desired hash when every object is there as wanted (ours with that hash, or someone else's
