@@ -333,7 +333,8 @@ def plan(repo: str | None, fmt: str) -> None:
             ref = ledger.repo(name)
             snapshot = deps.source.fetch(ref)
             desired = desired_for(snapshot, deps)
-            plans.append((name, snapshot.commit, make_plan(desired, ledger.deployed_state(name), prune=ref.prune)))
+            the_plan = make_plan(desired, ledger.deployed_state(name), prune=ref.prune)
+            plans.append((name, snapshot.commit, the_plan, desired.warnings))
     except LiminalError as exc:
         _fail(exc, fmt)
     if fmt == "json":
@@ -352,14 +353,17 @@ def plan(repo: str | None, fmt: str) -> None:
                     }
                     for c in p.changes
                 ],
+                "warnings": [w.as_json() for w in warnings],
             }
-            for name, commit, p in plans
+            for name, commit, p, warnings in plans
         ]
         click.echo(json.dumps(out, indent=2))
         return
-    for name, commit, p in plans:
+    for name, commit, p, warnings in plans:
         counts = p.counts()
         click.echo(f"{name} @ {commit[:12]}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
+        for warning in warnings:
+            click.echo(f"  {warning.render()}")
         for c in p.changes:
             if c.action.changes_something:
                 click.echo(f"  {c.action:<6} {c.key.kind}/{c.key.name}")

@@ -388,3 +388,27 @@ def test_service_keys_reach_the_deployment_and_the_container(write: Write) -> No
     assert run["ports"] == {"8080/tcp": ["127.0.0.1", 8088]}
     assert run["environment"] == {"DEBUG": "true", "MODE": "fast"}
     assert (run["mem_limit"], run["nano_cpus"]) == (2**30, 10**9)
+
+
+def test_plan_and_sync_report_the_warnings(tmp_path: Path) -> None:
+    from controller.ledger import Ledger
+    from tests.conftest import cli_env, commit_all, example_remote, liminal
+
+    remote = example_remote(tmp_path)
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 6 * * *\n    team_budget: 12"))
+    commit_all(remote, "a key Airflow ignores")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        env = cli_env(tmp_path, ledger, LIMINAL_IMAGES="off")
+        assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
+        plan = liminal("plan", env=env)
+        assert plan.returncode == 0, plan.stderr
+        assert "warning: $.pipelines[0].team_budget: `team_budget` is not an argument" in plan.stdout
+        (found,) = json.loads(liminal("plan", "--format", "json", env=env).stdout)
+        assert [w["rule"] for w in found["warnings"]] == ["unused-key"]
+        assert liminal("sync", env=env).returncode == 0
+        (run,) = ledger.history("hello")
+        assert any("team_budget" in w for w in run.summary["warnings"])
+    finally:
+        ledger.close()
