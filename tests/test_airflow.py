@@ -70,7 +70,7 @@ def _yml(tag: str, pipelines: list[dict[str, str]], *, images: bool = False) -> 
             name=p["name"],
             schedule=p.get("schedule", "0 6 * * *"),
             extra=p.get("extra", ""),
-            image=p.get("image", need("LIMINAL_TEST_BUSYBOX_IMAGE")),
+            image=p.get("image", need("LIMINAL_TEST_BASE_IMAGE")),
             cmd=p.get("cmd", "echo prepared"),
         )
         for p in pipelines
@@ -160,11 +160,11 @@ def test_push_change_and_remove_pipelines(tmp_path: Path, ledger: Ledger, rest: 
     c = f"c_{tag}"
     second_text = _yml(
         tag, [{"name": a, "extra": "\n    paused: false", "cmd": "echo changed"}, {"name": b, "schedule": "@daily"}]
-    ) + PIPELINE.format(name=c, schedule="@hourly", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo new")
+    ) + PIPELINE.format(name=c, schedule="@hourly", extra="", image=need("LIMINAL_TEST_BASE_IMAGE"), cmd="echo new")
     second_text = second_text.replace(
         "        cmd: echo changed\n",
         "        cmd: echo changed\n      - task: check\n        type: python\n"
-        f"        image: {need('LIMINAL_TEST_BUSYBOX_IMAGE')}\n        executor: local\n        cmd: echo checked\n",
+        f"        image: {need('LIMINAL_TEST_BASE_IMAGE')}\n        executor: local\n        cmd: echo checked\n",
     )
     commit = _push(remote, second_text, "change a, add c")
     started = time.monotonic()
@@ -190,7 +190,7 @@ def test_push_change_and_remove_pipelines(tmp_path: Path, ledger: Ledger, rest: 
     # remove b from git: paused, then deleted from Airflow with its file
     third_text = second_text.replace(
         PIPELINE.format(
-            name=b, schedule="@daily", extra="", image=need("LIMINAL_TEST_BUSYBOX_IMAGE"), cmd="echo prepared"
+            name=b, schedule="@daily", extra="", image=need("LIMINAL_TEST_BASE_IMAGE"), cmd="echo prepared"
         ),
         "",
     )

@@ -160,12 +160,13 @@ def test_plan_orders_waves_and_diffs(tmp_path: Path, remote: Path) -> None:
 
     result = plan(desired, DeployedState())
     assert [(c.key.kind.value, c.action.value) for c in result.changes] == [
+        ("claim", "create"),
         ("image", "create"),
         ("image", "create"),
         ("dag", "create"),
         ("service", "create"),
     ]
-    assert result.changes[2].diff.startswith("--- deployed/dag/hello_training\n+++ desired/dag/hello_training\n")
+    assert result.changes[3].diff.startswith("--- deployed/dag/hello_training\n+++ desired/dag/hello_training\n")
     assert desired.origin == Origin("hello", snapshot.commit)
 
 
