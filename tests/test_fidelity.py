@@ -289,6 +289,13 @@ def test_python_version_picks_the_configured_base_image_or_is_refused(write: Wri
     assert "LIMINAL_PYTHON_BASE_IMAGES" in problem.message
 
 
+def test_python_version_on_a_spark_image_is_a_warning(write: Write) -> None:
+    text = "name: img\nimages:\n  - image: app\n    type: spark\n    source: code\n    python_version: '3.12'\n"
+    (warning,) = loads(write, text, **{"code/run.py": ""}).warnings
+    assert (warning.line, warning.col, warning.rule) == (6, 5, "unused-key")
+    assert "LIMINAL_SPARK_BASE_IMAGE" in warning.message
+
+
 def test_a_pip_conf_outside_the_repository_is_refused(write: Write) -> None:
     text = "name: img\nimages:\n  - image: app\n    type: python\n    source: code\n    pip_conf: ../../etc/pip.conf\n"
     (problem,) = problems_of(write, text, **{"code/run.py": ""})

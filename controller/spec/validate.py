@@ -331,6 +331,13 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
             ctx.add(
                 version_node, f"python_version {version!r} must be MAJOR.MINOR, quoted (e.g. '3.11')", "python-version"
             )
+        if version_node is not None and kind == ImageType.SPARK:
+            ctx.warn(
+                version_node,
+                "python_version has no effect on a spark image: it starts from the operator's LIMINAL_SPARK_BASE_IMAGE",
+                "unused-key",
+            )
+            version = None
         pip_conf_node = node.get("pip_conf")
         out[name] = Image(
             name=name,
@@ -341,7 +348,7 @@ def _images(ctx: _Context, root: Node) -> dict[str, Image]:
             endpoints=_endpoints(ctx, node),
             defined_in=node.file,
             python_version=version,
-            python_version_at=_where(version_node) if version_node is not None else None,
+            python_version_at=_where(version_node) if version_node is not None and version else None,
             pip_conf=_repo_file(ctx, root.file, pip_conf_node) if pip_conf_node is not None else None,
         )
     lowered = [(name.lower(), image_node) for image_node in nodes if (name := _text(image_node.get("image")))]
