@@ -46,10 +46,13 @@ def test_rbac_is_least_privilege() -> None:
     rules = {
         (g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     }
-    # exactly what controller/targets/kubernetes.py calls: read, server-side apply (patch), prune
+    # exactly what controller/targets/kubernetes.py calls: read, server-side apply (patch), prune;
+    # and kubernetes_needs.py: claims read and applied, secrets only read (never listed, never written)
     assert rules == {
         ("apps", "deployments"): ["delete", "get", "list", "patch"],
         ("", "services"): ["delete", "get", "list", "patch"],
+        ("", "persistentvolumeclaims"): ["get", "patch"],
+        ("", "secrets"): ["get"],
     }
 
 

@@ -123,7 +123,10 @@ class KubernetesNeeds(ClusterApi):
         try:
             return call()
         except ApiException as exc:
-            raise TargetError(str(key), f"Kubernetes API: {exc.status} {exc.reason}") from None
+            hint = (
+                " (the controller's account lacks the permission: see manifests/rbac.yaml)" if exc.status == 403 else ""
+            )
+            raise TargetError(str(key), f"Kubernetes API: {exc.status} {exc.reason}{hint}") from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             raise TransientError(f"cannot reach the Kubernetes API: {short_reason(exc)}", retry_after=30) from None
 
