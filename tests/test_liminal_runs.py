@@ -156,6 +156,9 @@ def test_retries_and_retry_delay_reach_the_task_instances(runs: dict[str, Any]) 
     assert runs["runs"]["retries"]["state"] == "failed"
     flaky = _instances(runs, "retries")["flaky"]
     assert (flaky["state"], flaky["try_number"], flaky["max_tries"]) == ("failed", 2, 1)
+    rest: Rest = runs["rest"]
+    _, task = rest.call(f"/dags/{runs['names']['retries']}/tasks/flaky")
+    assert (task["retries"], task["retry_delay"]["days"], task["retry_delay"]["seconds"]) == (1, 0, 1)
     assert "try" in _log(runs, "retries", "flaky", 2)
 
 
