@@ -23,59 +23,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import InputError
+from controller.names import RUN_TIME_VALUES
 from controller.spec.yaml_positions import Node
 
 __all__ = ["AIRFLOW_RUNTIME_NAMES", "RUNTIME_FIELDS", "Document", "merge", "placeholders", "resolve_system"]
 
 PLACEHOLDER = re.compile(r"{{\s*([a-zA-Z0-9._-]+)\s*}}")
 
-AIRFLOW_RUNTIME_NAMES = frozenset(
+AIRFLOW_RUNTIME_NAMES = RUN_TIME_VALUES | frozenset(
     {
-        "ds",
-        "ds_nodash",
-        "ts",
-        "ts_nodash",
-        "ts_nodash_with_tz",
-        "yesterday_ds",
-        "yesterday_ds_nodash",
-        "tomorrow_ds",
-        "tomorrow_ds_nodash",
         "prev_ds",
         "prev_ds_nodash",
         "next_ds",
         "next_ds_nodash",
-        "execution_date",
-        "logical_date",
-        "data_interval_start",
-        "data_interval_end",
-        "prev_data_interval_start_success",
-        "prev_data_interval_end_success",
-        "prev_start_date_success",
-        "prev_end_date_success",
-        "run_id",
         "dag",
         "task",
         "task_instance",
         "ti",
-        "params",
         "var",
         "conn",
         "macros",
-        "dag_run",
         "conf",
         "test_mode",
         "inlets",
         "outlets",
         "triggering_dataset_events",
         "triggering_asset_events",
-        "task_instance_key_str",
         "expanded_ti_count",
         "map_index_template",
         "outlet_events",
         "inlet_events",
     }
 )
-"""Names Airflow puts in a task's template context; `{{name}}` or `{{name.x}}` stays for run time."""
+"""Names Airflow puts in a task's template context (those a liminal.yml may name, and the objects and
+accessors it may not); `{{name}}` or `{{name.x}}` is never taken from the environment."""
 
 RUNTIME_FIELDS = frozenset(
     {"cmd", "env_vars", "application_source", "application_arguments", "conf", "master", "class"}
