@@ -11,12 +11,11 @@ import signal
 import sys
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import structlog
 
-from controller.api import ServeSettings, make_app
 from controller.config import (
     ControllerSettings,
     controller_settings,
@@ -27,35 +26,21 @@ from controller.config import (
     secret_values,
 )
 from controller.errors import ConfigError, InputError, LiminalError
-from controller.ledger import Ledger
 from controller.model import Deployed, Origin, Problem, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
 from controller.names import is_repo_name
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
-from controller.sync.apply import ServiceTarget, Target
-from controller.sync.loop import ReconcileLoop
-from controller.sync.plan import plan as make_plan
-from controller.sync.reconcile import Deps, desired_for, reconcile
-from controller.sync.source import (
-    GitCredentials,
-    GitSource,
-    RemotePolicy,
-    SourceError,
-    check_branch,
-    check_remote,
-    sanitize,
-)
-from controller.targets.airflow import AirflowTarget
-from controller.targets.airflow_api import AirflowApi
-from controller.targets.dag_folder import DagFolderTarget
-from controller.targets.docker_serving import DockerServingTarget
-from controller.targets.images import BuildProgress, ImageTarget, RegistryAuth
-from controller.targets.kubernetes import KubernetesTarget
-from controller.targets.kubernetes_needs import KubernetesNeeds
 from controller.views import run_json
-from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
+
+if TYPE_CHECKING:
+    from controller.ledger import Ledger
+    from controller.sync.reconcile import Deps
+    from controller.targets.images import BuildProgress
+
+# Commands import what they use (git, Docker, Kubernetes, Airflow's client, SQL, the web app) when
+# they run: `liminal --help` and `liminal validate` load none of it (tests/test_cli.py pins this).
 
 __all__ = ["main"]
 
@@ -183,56 +168,10 @@ def render_command(*, path: str, out: str, repo: str | None, commit: str, servin
         click.echo(f"wrote {written} file(s) to {out}", err=True)
 
 
-def _remote_policy(settings: ControllerSettings) -> RemotePolicy:
-    return RemotePolicy(allow_local=settings.allow_local_remotes, allow_http=settings.allow_http_remotes)
-
-
 def _deps(settings: ControllerSettings | None = None) -> tuple[Deps, Ledger]:
-    settings = settings or controller_settings()
-    ledger = Ledger(settings.ledger_url)
-    source = GitSource(
-        settings.home / "git",
-        GitCredentials(settings.git_token, settings.git_username, settings.git_ssh_key_file),
-        _remote_policy(settings),
-        timeout=settings.git_timeout,
-    )
-    folder = DagFolderTarget(settings.dags_folder)
-    targets: dict[ResourceKind, Target] = {ResourceKind.DAG: folder}
-    if settings.airflow_url:
-        api = AirflowApi(
-            settings.airflow_url,
-            username=settings.airflow_username,
-            password=settings.airflow_password,
-            token=settings.airflow_token,
-        )
-        targets[ResourceKind.DAG] = AirflowTarget(folder, api, parse_timeout=settings.airflow_parse_timeout)
-    if settings.images:
-        auth = (
-            RegistryAuth(settings.registry_username, settings.registry_password)
-            if settings.registry_username and settings.registry_password
-            else None
-        )
-        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build, on_progress=_show_build)
-        # a python_server service runs its image: served only when images are built
-        if settings.render.serving is ServingTarget.DOCKER:
-            targets[ResourceKind.SERVICE] = DockerServingTarget()
-    if settings.render.serving is ServingTarget.KUBERNETES:
-        # the cluster pulls the images from the registry; without one nothing could be pulled
-        targets[ResourceKind.SERVICE] = KubernetesTarget(
-            kubeconfig=settings.kubeconfig, rollout_timeout=settings.rollout_timeout
-        )
-        # with a cluster to talk to, the claims and secrets of pod tasks are made or checked before their DAG
-        needs = KubernetesNeeds(kubeconfig=settings.kubeconfig)
-        targets[ResourceKind.CLAIM] = targets[ResourceKind.SECRET] = needs
-    deps = Deps(
-        source=source,
-        ledger=ledger,
-        targets=targets,
-        settings=settings.render,
-        environ=settings.placeholders,
-        policies=settings.policies,
-    )
-    return deps, ledger
+    from controller.compose import build_deps
+
+    return build_deps(settings or controller_settings(), on_progress=_show_build)
 
 
 def _show_build(progress: BuildProgress) -> None:
@@ -270,6 +209,9 @@ def repo() -> None:
 def repo_add(url: str, branch: str, name: str | None, no_prune: bool, no_self_heal: bool) -> None:
     """Track the repository at URL (https://, ssh://, user@host:path; http:// and local paths when the
     settings allow them). Credentials come from settings, never the URL."""
+    from controller.compose import remote_policy as _remote_policy
+    from controller.sync.source import SourceError, check_branch, check_remote
+
     try:
         settings = controller_settings()
         try:
@@ -326,6 +268,9 @@ def repo_list(fmt: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def plan(repo: str | None, fmt: str) -> None:
     """Show what a sync would change (fetches, renders and diffs; changes nothing)."""
+    from controller.sync.plan import plan as make_plan
+    from controller.sync.reconcile import desired_for
+
     try:
         deps, ledger = _deps()
         plans = []
@@ -374,6 +319,8 @@ def plan(repo: str | None, fmt: str) -> None:
 @click.argument("repo", required=False)
 def sync(repo: str | None) -> None:
     """Reconcile once: fetch, validate, render, plan, apply and record (every tracked repo by default)."""
+    from controller.sync.reconcile import reconcile
+
     try:
         deps, ledger = _deps()
         runs = [reconcile(name, deps, trigger="cli") for name in _repo_names(ledger, repo)]
@@ -398,6 +345,9 @@ def rollback(repo: str, to: str | None, no_sync: bool) -> None:
 
     Images are tagged by content, so the sync that follows rebuilds nothing: the old tags exist.
     """
+    from controller.sync.reconcile import reconcile
+    from controller.sync.source import GitSource
+
     try:
         deps, ledger = _deps()
         ref = ledger.repo(repo)
@@ -540,6 +490,8 @@ def _show_provenance(deployed: list[Deployed], fmt: str) -> None:
 
 def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, ServiceEndpoint]]:
     """Each deployed service's URL and live health, asked of the serving target."""
+    from controller.sync.apply import ServiceTarget
+
     services = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
     target = deps.targets.get(ResourceKind.SERVICE)
     if not services:
@@ -562,6 +514,10 @@ def serve(listen: str | None, workers: int) -> None:
     Stops cleanly on SIGTERM or Ctrl-C: running reconciles finish first.
     """
     import uvicorn
+
+    from controller.api import ServeSettings, make_app
+    from controller.sync.loop import ReconcileLoop
+    from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
 
     try:
         settings = controller_settings()
@@ -623,6 +579,8 @@ def _configure_logging() -> None:
     secrets = secret_values()
 
     def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        from controller.sync.source import sanitize
+
         # no configured credential reaches a log line, whatever field it hides in
         if secrets:
             for key, value in event.items():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,12 @@ def test_render_refuses_a_bad_serving_setting(tmp_path: Path) -> None:
     result = liminal("render", str(EXAMPLE), "--out", str(tmp_path / "o"), env=env)
     assert result.returncode == 2
     assert "LIMINAL_SERVING must be one of docker, kubernetes; got 'swarm'" in result.stderr
+
+
+def test_the_cli_module_loads_no_adapter() -> None:
+    """`liminal --help` and `liminal validate` answer at once: the CLI imports git, Docker, Kubernetes,
+    Airflow's client, SQL and the web app only inside the commands that use them."""
+    heavy = ("fastapi", "sqlalchemy", "alembic", "docker", "kubernetes", "airflow_client", "git", "httpx")
+    code = f"import sys, controller.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
