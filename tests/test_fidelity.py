@@ -419,3 +419,11 @@ def test_plan_and_sync_report_the_warnings(tmp_path: Path) -> None:
         assert any("team_budget" in w for w in run.summary["warnings"])
     finally:
         ledger.close()
+
+
+def test_retry_delay_seconds_is_retry_delay_and_tags_are_checked(write: Write) -> None:
+    spec = loads(write, spec_text(pipeline="    retry_delay_seconds: 90\n    tags: [team]\n"))
+    pipeline = spec.systems[0].pipelines[0]
+    assert pipeline.default_args["retry_delay"] == 90.0 and list(pipeline.dag_options["tags"]) == ["team"]
+    (problem,) = problems_of(write, spec_text(pipeline="    retry_delay_seconds: 90\n    retry_delay: 5m\n"))
+    assert (problem.line, problem.rule) == (11, "airflow-argument") and "keep one" in problem.message

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 FORMAT = 2
@@ -93,19 +93,24 @@ def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def fill_runtime(text: str, context: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> str:
-    """Fill `{{ name }}` placeholders by plain lookup, in Liminal's order: the DAG run's conf
-    (`{{name}}` is `conf["name"]`), then the task's variables, then Airflow's run-time values in
-    RUNTIME_NAMES (`{{ds}}`, `{{dag_run.conf.x}}`).
+    """`text` with its `{{ name }}` placeholders filled (see `runtime_filler`)."""
+    return runtime_filler(context, variables)(text)
+
+
+def runtime_filler(context: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    """What fills `{{ name }}` placeholders in a task's strings by plain lookup, in Liminal's order:
+    the DAG run's conf (`{{name}}` is `conf["name"]`), then the task's variables, then Airflow's
+    run-time values in RUNTIME_NAMES (`{{ds}}`, `{{dag_run.conf.x}}`). Made once per task run.
 
     Anything else, and any name whose value is missing, stays as written: no expression is
     evaluated, no attribute starting with `_` is read, and nothing callable is called. A value put
     in is not searched for placeholders again, except that a conf or variable value may itself
     name run-time values (`{{ds}}`).
     """
-    if "{{" not in text:
-        return text
     conf = _conf(context)
     known = variables or {}
+    # Airflow's own values first; the derived ones only where the context has none
+    values = ChainMap(dict(context), _derived(context))
 
     def given(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -115,8 +120,12 @@ def fill_runtime(text: str, context: Mapping[str, Any], variables: Mapping[str, 
             return str(known[name])
         return match.group(0)
 
-    # Airflow's own values first; the derived ones only where the context has none
-    return _fill_values(_PLACEHOLDER.sub(given, text), ChainMap(dict(context), _derived(context)))
+    def fill(text: str) -> str:
+        if "{{" not in text:
+            return text
+        return _fill_values(_PLACEHOLDER.sub(given, text), values)
+
+    return fill
 
 
 def _fill_values(text: str, context: Mapping[str, Any]) -> str:
@@ -296,12 +305,12 @@ def _pod_operator_class() -> Any:
             self.liminal_variables = dict(liminal_variables or {})
 
         def execute(self, context: Any) -> Any:
-            known = self.liminal_variables
-            self.cmds = [fill_runtime(c, context, known) for c in self.cmds]
-            self.arguments = [fill_runtime(a, context, known) for a in self.arguments]
+            fill = runtime_filler(context, self.liminal_variables)
+            self.cmds = [fill(c) for c in self.cmds]
+            self.arguments = [fill(a) for a in self.arguments]
             for env in self.env_vars:
                 if env.value is not None:
-                    env.value = fill_runtime(env.value, context, known)
+                    env.value = fill(env.value)
             return super().execute(context)
 
     return LiminalPodOperator
@@ -390,9 +399,9 @@ def _docker_operator_class() -> Any:
             self.liminal_variables = dict(liminal_variables or {})
 
         def execute(self, context: Any) -> Any:
-            known = self.liminal_variables
-            self.command = [fill_runtime(c, context, known) for c in self.command or []] or None
-            self.environment = {k: fill_runtime(v, context, known) for k, v in (self.environment or {}).items()}
+            fill = runtime_filler(context, self.liminal_variables)
+            self.command = [fill(c) for c in self.command or []] or None
+            self.environment = {k: fill(v) for k, v in (self.environment or {}).items()}
             return super().execute(context)
 
     return LiminalDockerOperator

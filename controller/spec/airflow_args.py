@@ -112,6 +112,13 @@ def _mappings(node: Node) -> tuple[Any, str | None]:
     return None, "must be a list of mappings (as in the Kubernetes API)"
 
 
+def _texts(node: Node) -> tuple[Any, str | None]:
+    value = to_plain(node)
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return value, None
+    return None, "must be a list of strings"
+
+
 def _names(node: Node) -> tuple[Any, str | None]:
     value = to_plain(node)
     if isinstance(value, str):
@@ -183,6 +190,7 @@ DAG_OPTIONS: Mapping[str, Convert] = {
     "max_active_runs": _int(1),
     "max_active_tasks": _int(1),
     "catchup": _bool,
+    "tags": _texts,
 }
 """Pipeline keys that are arguments of the DAG itself."""
 
@@ -199,13 +207,13 @@ PIPELINE_KEYS = frozenset(
         "description",
         "before_tasks",
         "after_tasks",
-        "tags",
         "metrics",
         "monitoring",
         "retry_delay_seconds",
     }
 )
-"""Pipeline keys read by the controller itself (validate.py), not passed through."""
+"""Pipeline keys read by the controller itself (validate.py), not passed through; `retry_delay_seconds`
+is this controller's older spelling of `retry_delay`, read by `pipeline_arguments`."""
 
 _REFUSED_PIPELINE = {
     "trigger_rule": "trigger rules follow Liminal: every task waits for the ones before it to succeed, or, with "
@@ -274,7 +282,24 @@ def pipeline_arguments(node: Node) -> PipelineArguments:
                 at_key=True,
             ).as_warning()
         )
+    _retry_delay_seconds(node, default_args, problems)
     return PipelineArguments(default_args, dag_options, unused, problems)
+
+
+def _retry_delay_seconds(node: Node, default_args: dict[str, Any], problems: list[Problem]) -> None:
+    delay = node.get("retry_delay_seconds")
+    if delay is None:
+        return
+    if not isinstance(delay.value, int) or isinstance(delay.value, bool) or delay.value < 0:
+        problems.append(
+            delay.problem("`retry_delay_seconds` must be a whole number of seconds >= 0", "airflow-argument")
+        )
+    elif "retry_delay" in default_args:
+        problems.append(
+            delay.problem("`retry_delay_seconds` and `retry_delay` both set the delay; keep one", "airflow-argument")
+        )
+    else:
+        default_args["retry_delay"] = float(delay.value)
 
 
 KUBERNETES_OPTIONS: Mapping[str, Convert] = {

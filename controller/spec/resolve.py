@@ -24,9 +24,17 @@ from typing import Any
 
 from controller.errors import InputError
 from controller.names import RUN_TIME_VALUES
-from controller.spec.yaml_positions import Node
+from controller.spec.yaml_positions import Node, to_plain
 
-__all__ = ["AIRFLOW_RUNTIME_NAMES", "RUNTIME_FIELDS", "Document", "merge", "placeholders", "resolve_system"]
+__all__ = [
+    "AIRFLOW_RUNTIME_NAMES",
+    "RUNTIME_FIELDS",
+    "Document",
+    "merge",
+    "placeholders",
+    "resolve_system",
+    "task_variables",
+]
 
 PLACEHOLDER = re.compile(r"{{\s*([a-zA-Z0-9._-]+)\s*}}")
 
@@ -395,7 +403,7 @@ def _substitute_pipeline(pipeline: Node, lookup: Any, variables: Mapping[str, An
             if not isinstance(task.value, dict):
                 tasks.append(_substitute(task, lookup))
                 continue
-            own = environ_only(_task_variable_names(task, variables))
+            own = environ_only(frozenset(task_variables(task, variables)))
             tasks.append(
                 task.with_value(
                     {k: _substitute(v, own if k in RUNTIME_FIELDS else lookup) for k, v in task.value.items()}
@@ -405,11 +413,12 @@ def _substitute_pipeline(pipeline: Node, lookup: Any, variables: Mapping[str, An
     return pipeline.with_value(out)
 
 
-def _task_variable_names(task: Node, variables: Mapping[str, Any]) -> frozenset[str]:
+def task_variables(task: Node, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A task's own `variables`: its map, or the root map it names (empty when neither)."""
     node = task.get("variables")
     if node is None:
-        return frozenset()
+        return {}
     if isinstance(node.value, dict):
-        return frozenset(node.value)
+        return {k: to_plain(v) for k, v in node.value.items()}
     named = variables.get(node.value) if isinstance(node.value, str) else None
-    return frozenset(named) if isinstance(named, dict) else frozenset()
+    return named if isinstance(named, dict) else {}

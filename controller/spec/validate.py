@@ -47,7 +47,7 @@ from controller.names import (
     TASK_ID,
 )
 from controller.spec.airflow_args import executor_options, pipeline_arguments
-from controller.spec.resolve import AIRFLOW_RUNTIME_NAMES, RUNTIME_FIELDS, placeholders
+from controller.spec.resolve import AIRFLOW_RUNTIME_NAMES, RUNTIME_FIELDS, placeholders, task_variables
 from controller.spec.schema import suggest
 from controller.spec.yaml_positions import Node, json_path, to_plain
 
@@ -612,10 +612,8 @@ def _unused_task_keys(ctx: _Context, node: Node, kind: str, docker: bool) -> Non
     no_cache = node.get("no_cache")
     if no_cache is not None:
         ctx.warn(no_cache, "`no_cache` on a task has no effect; set it on the image", "unused-key")
-    if kind == "python":
-        for key in ("application_source",):
-            if (found := node.get(key)) is not None:
-                ctx.warn(found, f"`{key}` is read by spark tasks only; a python task runs `cmd`", "unused-key")
+    if kind == "python" and (source := node.get("application_source")) is not None:
+        ctx.warn(source, "`application_source` is read by spark tasks only; a python task runs `cmd`", "unused-key")
     if docker:
         for key in ("request_cpu", "request_memory"):
             if (found := node.get(key)) is not None:
@@ -655,13 +653,8 @@ def _run_time_variables(ctx: _Context, task: Node, scope: _SystemScope) -> dict[
     """The variables the task's run-time strings name (system variables, then the task's own), as
     text; every other placeholder there is checked: Airflow templates and objects are refused, names
     nothing defines are a warning (only a DAG run's conf can fill them)."""
-    own_node = task.get("variables")
-    own: Any = to_plain(own_node) if own_node is not None else {}
-    if isinstance(own, str):
-        own = scope.variables.get(own)
     effective = {k: _as_env_text(v) for k, v in scope.variables.items()}
-    if isinstance(own, dict):
-        effective.update({str(k): _as_env_text(v) for k, v in own.items()})
+    effective.update({str(k): _as_env_text(v) for k, v in task_variables(task, scope.variables).items()})
     used: dict[str, str] = {}
     for key in sorted(RUNTIME_FIELDS):
         field_node = task.get(key)
@@ -742,19 +735,7 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
     _k8s_collisions(ctx, [(n, t) for t in task_nodes if (n := _text(t.get("task"))) and TASK_ID.fullmatch(n)], "task")
     tasks = tuple(t for t in (_task(ctx, n, scope) for n in task_nodes) if t is not None)
     passed = pipeline_arguments(node)
-    default_args, dag_options = passed.default_args, passed.dag_options
     ctx.problems.extend(passed.problems)
-    delay = node.get("retry_delay_seconds")
-    if delay is not None:
-        if not isinstance(delay.value, int) or isinstance(delay.value, bool) or delay.value < 0:
-            ctx.add(delay, "`retry_delay_seconds` must be a whole number of seconds >= 0", "airflow-argument")
-        elif "retry_delay" in default_args:
-            ctx.add(delay, "`retry_delay_seconds` and `retry_delay` both set the delay; keep one", "airflow-argument")
-        else:
-            default_args["retry_delay"] = float(delay.value)
-    tags = node.get("tags")
-    if tags is not None:
-        dag_options["tags"] = [str(t.value) for t in tags.value] if isinstance(tags.value, list) else []
     _metrics(ctx, node.get("metrics"))
     monitoring = node.get("monitoring")
     if monitoring is not None:
@@ -769,9 +750,9 @@ def _pipeline(ctx: _Context, node: Node, scope: _SystemScope, owner: str | None)
         timeout_minutes=timeout.value if timeout is not None and isinstance(timeout.value, int) else 0,
         tasks=tasks,
         description=_text(node.get("description")),
-        default_args=freeze(default_args),
+        default_args=freeze(passed.default_args),
         paused=_paused(ctx, node),
-        dag_options=freeze(dag_options),
+        dag_options=freeze(passed.dag_options),
         unused=freeze(passed.unused),
         always_run=scope.always_run,
     )
