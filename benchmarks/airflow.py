@@ -38,7 +38,8 @@ from controller.model import DagFile, Origin, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings, render
 from controller.render.dags import repo_loader, repo_payload_folder
 from controller.spec import discover, load
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi

@@ -24,7 +24,8 @@ from benchmarks.sync import git
 from controller.ledger import Ledger
 from controller.model import BuildRecord, ImageBuild, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
-from controller.sync.reconcile import Deps, desired_for, reconcile
+from controller.sync.deps import Deps, desired_for
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import ImageTarget, context_tar

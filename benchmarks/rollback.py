@@ -31,7 +31,8 @@ from benchmarks.sync import git
 from controller.ledger import Ledger
 from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings, ServingTarget
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget

@@ -25,7 +25,8 @@ from controller.ledger import Ledger
 from controller.model import RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.sync.cache import RenderCache
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 

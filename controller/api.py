@@ -26,12 +26,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
 
-from controller.errors import InputError, LiminalError
+from controller.errors import LiminalError
 from controller.ledger import Ledger
-from controller.model import Delivery
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, Trigger
 from controller.sync.loop import ReconcileLoop
-from controller.sync.plan import plan
-from controller.sync.reconcile import desired_for
+from controller.sync.preview import preview
 from controller.sync.source import sanitize
 from controller.views import run_json
 from webhooks import github, gitlab
@@ -162,17 +161,18 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     def _accept(event: WebhookEvent) -> JSONResponse:
         targets = _targets(ledger, event)
-        status, reason = "queued", None
-        if event.kind == "ping":
-            status, reason = "ignored", "ping"
-        elif event.kind == "pull_request" and not targets:
-            status, reason = "ignored", f"no tracked repository is {', '.join(event.urls[:1])}"
-        elif event.kind == "pull_request":
-            status, reason = "queued", None
-        elif event.kind != "push":
-            status, reason = "ignored", event.reason
+        status, reason = DeliveryStatus.QUEUED, None
+        if event.kind is DeliveryKind.PING:
+            status, reason = DeliveryStatus.IGNORED, "ping"
+        elif event.kind is DeliveryKind.PULL_REQUEST and not targets:
+            status, reason = DeliveryStatus.IGNORED, f"no tracked repository is {', '.join(event.urls[:1])}"
+        elif event.kind is DeliveryKind.PULL_REQUEST:
+            status, reason = DeliveryStatus.QUEUED, None
+        elif event.kind is not DeliveryKind.PUSH:
+            status, reason = DeliveryStatus.IGNORED, event.reason
         elif not targets:
-            status, reason = "ignored", f"no tracked repository follows {event.ref} of {', '.join(event.urls[:1])}"
+            status = DeliveryStatus.IGNORED
+            reason = f"no tracked repository follows {event.ref} of {', '.join(event.urls[:1])}"
         record = Delivery(
             provider=event.provider,
             delivery_id=event.delivery_id,
@@ -194,24 +194,24 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             webhook_event=event.event,
             repo=record.repo,
             commit=(event.commit or "")[:12],
-            status="duplicate" if row is None else status,
+            status=DeliveryStatus.DUPLICATE.value if row is None else status.value,
             reason=reason,
         )
         if row is None:
             deliveries.labels(event.provider, "duplicate").inc()
             return JSONResponse({"status": "duplicate", "delivery": event.delivery_id}, status_code=202)
-        if status == "queued" and event.kind == "pull_request":
+        if status is DeliveryStatus.QUEUED and event.kind is DeliveryKind.PULL_REQUEST:
             if not loop.request_check(dataclasses.replace(record, id=row)):
-                ledger.finish_deliveries([row], "ignored", "too many pull-request checks are waiting")
+                ledger.finish_deliveries([row], DeliveryStatus.IGNORED, "too many pull-request checks are waiting")
                 deliveries.labels(event.provider, "503").inc()
                 return JSONResponse(
                     {"status": "refused", "delivery": event.delivery_id, "reason": "too many checks are waiting"},
                     status_code=503,
                     headers={"Retry-After": "60"},
                 )
-        elif status == "queued":
+        elif status is DeliveryStatus.QUEUED:
             for repo in targets:
-                loop.request(repo, "webhook", [row] if repo == targets[0] else [], commit=event.commit)
+                loop.request(repo, Trigger.WEBHOOK, [row] if repo == targets[0] else [], commit=event.commit)
         deliveries.labels(event.provider, status).inc()
         return JSONResponse(
             {"status": status, "delivery": event.delivery_id, "repositories": targets, "reason": reason},
@@ -291,26 +291,10 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             planning[0] -= 1
 
     def compute_plan(name: str) -> dict[str, Any]:
-        ref = ledger.repo(_known(ledger, name))
         try:
-            snapshot = loop.deps.source.fetch(ref)
-            desired = desired_for(snapshot, loop.deps)
-        except InputError as exc:
-            return {"repository": name, "valid": False, "problems": [p.as_json() for p in exc.problems[:100]]}
-        except LiminalError as exc:
+            return preview(_known(ledger, name), loop.deps).as_json()
+        except LiminalError as exc:  # the git server did not answer
             raise HTTPException(502, str(exc)) from None
-        the_plan = plan(desired, ledger.deployed_state(name), prune=ref.prune)
-        return {
-            "repository": name,
-            "commit": snapshot.commit,
-            "valid": True,
-            "counts": the_plan.counts(),
-            "changes": [
-                {"kind": str(c.key.kind), "name": c.key.name, "action": str(c.action), "diff": c.diff}
-                for c in the_plan.changes
-                if c.action.changes_something
-            ],
-        }
 
     @app.get("/api/v1/runs")
     def runs(repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -340,7 +324,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     @app.post("/api/v1/repositories/{name}/sync", status_code=202)
     def sync(name: str, request: Request) -> dict[str, str]:
         _authorize(request, settings.api_token)
-        loop.request(_known(ledger, name), "api")
+        loop.request(_known(ledger, name), Trigger.API)
         return {"status": "queued", "repository": name}
 
     return app

@@ -26,17 +26,28 @@ from controller.config import (
     secret_values,
 )
 from controller.errors import ConfigError, InputError, LiminalError
-from controller.model import Deployed, Origin, Problem, RepoRef, ResourceKind, RunStatus, ServiceEndpoint, Spec
+from controller.model import (
+    Deployed,
+    Health,
+    Origin,
+    Problem,
+    RepoRef,
+    ResourceKind,
+    RunStatus,
+    ServiceEndpoint,
+    Spec,
+    Trigger,
+)
 from controller.names import is_repo_name
 from controller.render import ServingTarget, render
 from controller.render_output import resources_index, write_render
 from controller.spec.load import discover, load
 from controller.spec.show import spec_as_json, spec_as_text
-from controller.views import run_json
+from controller.views import preview_text, run_json
 
 if TYPE_CHECKING:
     from controller.ledger import Ledger
-    from controller.sync.reconcile import Deps
+    from controller.sync.deps import Deps
     from controller.targets.images import BuildProgress
 
 # Commands import what they use (git, Docker, Kubernetes, Airflow's client, SQL, the web app) when
@@ -267,52 +278,22 @@ def repo_list(fmt: str) -> None:
 @click.argument("repo", required=False)
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def plan(repo: str | None, fmt: str) -> None:
-    """Show what a sync would change (fetches, renders and diffs; changes nothing)."""
-    from controller.sync.plan import plan as make_plan
-    from controller.sync.reconcile import desired_for
+    """Show what a sync would do now: fetch, render, observe drift and diff (changes nothing).
+
+    Exactly what the next `liminal sync` does: the same path plans both. Exit code 1 when a
+    commit is invalid."""
+    from controller.sync.preview import preview
 
     try:
         deps, ledger = _deps()
-        plans = []
-        for name in _repo_names(ledger, repo):
-            ref = ledger.repo(name)
-            snapshot = deps.source.fetch(ref)
-            desired = desired_for(snapshot, deps)
-            the_plan = make_plan(desired, ledger.deployed_state(name), prune=ref.prune)
-            plans.append((name, snapshot.commit, the_plan, desired.warnings))
+        previews = [preview(name, deps) for name in _repo_names(ledger, repo)]
     except LiminalError as exc:
         _fail(exc, fmt)
     if fmt == "json":
-        out = [
-            {
-                "repo": name,
-                "commit": commit,
-                "changes": [
-                    {
-                        "kind": str(c.key.kind),
-                        "name": c.key.name,
-                        "action": str(c.action),
-                        "desired_hash": c.desired_hash,
-                        "deployed_hash": c.deployed_hash,
-                        "diff": c.diff,
-                    }
-                    for c in p.changes
-                ],
-                "warnings": [w.as_json() for w in warnings],
-            }
-            for name, commit, p, warnings in plans
-        ]
-        click.echo(json.dumps(out, indent=2))
-        return
-    for name, commit, p, warnings in plans:
-        counts = p.counts()
-        click.echo(f"{name} @ {commit[:12]}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
-        for warning in warnings:
-            click.echo(f"  {warning.render()}")
-        for c in p.changes:
-            if c.action.changes_something:
-                click.echo(f"  {c.action:<6} {c.key.kind}/{c.key.name}")
-                click.echo("".join(f"    {line}" for line in c.diff.splitlines(keepends=True)), nl=False)
+        click.echo(json.dumps([p.as_json() for p in previews], indent=2))
+    else:
+        click.echo("\n".join(preview_text(p) for p in previews), nl=False)
+    sys.exit(0 if all(p.valid for p in previews) else 1)
 
 
 @cli.command()
@@ -323,7 +304,7 @@ def sync(repo: str | None) -> None:
 
     try:
         deps, ledger = _deps()
-        runs = [reconcile(name, deps, trigger="cli") for name in _repo_names(ledger, repo)]
+        runs = [reconcile(name, deps, trigger=Trigger.CLI) for name in _repo_names(ledger, repo)]
     except LiminalError as exc:
         _fail(exc, "text")
     failed = False
@@ -363,7 +344,7 @@ def rollback(repo: str, to: str | None, no_sync: bool) -> None:
     if no_sync:
         return
     try:
-        run = reconcile(repo, deps, trigger="rollback")
+        run = reconcile(repo, deps, trigger=Trigger.ROLLBACK)
     except LiminalError as exc:
         _fail(exc, "text")
     click.echo(
@@ -490,19 +471,19 @@ def _show_provenance(deployed: list[Deployed], fmt: str) -> None:
 
 def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, ServiceEndpoint]]:
     """Each deployed service's URL and live health, asked of the serving target."""
-    from controller.sync.apply import ServiceTarget
+    from controller.ports import ServiceTarget
 
     services = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
     target = deps.targets.get(ResourceKind.SERVICE)
     if not services:
         return []
     if not isinstance(target, ServiceTarget):
-        return [(d.key.name, ServiceEndpoint(None, "unknown", "no serving target configured")) for d in services]
+        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, "no serving target configured")) for d in services]
     try:
         found = target.endpoints(services)
     except LiminalError as exc:
-        return [(d.key.name, ServiceEndpoint(None, "unknown", str(exc))) for d in services]
-    return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, "unknown")) for d in sorted(services, key=str)]
+        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, str(exc))) for d in services]
+    return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, Health.UNKNOWN)) for d in sorted(services, key=str)]
 
 
 @cli.command()

@@ -13,8 +13,8 @@ from controller.render import ServingTarget
 
 if TYPE_CHECKING:
     from controller.ledger import Ledger
-    from controller.sync.apply import Target
-    from controller.sync.reconcile import Deps
+    from controller.ports import Target
+    from controller.sync.deps import Deps
     from controller.sync.source import RemotePolicy
     from controller.targets.images import BuildProgress
 
@@ -33,7 +33,7 @@ def build_deps(
 ) -> tuple[Deps, Ledger]:
     """The reconcile dependencies and the ledger they record into, as the settings configure them."""
     from controller.ledger import Ledger
-    from controller.sync.reconcile import Deps
+    from controller.sync.deps import Deps
     from controller.sync.source import GitCredentials, GitSource
     from controller.targets.dag_folder import DagFolderTarget
 

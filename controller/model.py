@@ -20,9 +20,12 @@ __all__ = [
     "UNRESTRICTED",
     "Action",
     "BuildRecord",
+    "BuildStatus",
     "Change",
     "ContextFile",
     "DagFile",
+    "DeliveryKind",
+    "DeliveryStatus",
     "Deployed",
     "DeployedState",
     "DesiredState",
@@ -56,6 +59,7 @@ __all__ = [
     "SyncRun",
     "System",
     "Task",
+    "Trigger",
     "Volume",
     "Where",
     "freeze",
@@ -608,6 +612,10 @@ class Change:
     desired_hash: str | None
     deployed_hash: str | None
     diff: str = ""
+    brief: str = ""
+    """The diff without the volatile fields (commit and hash stamps): what a person reads."""
+    drifted: bool = False
+    """An update that restores a live resource changed behind the controller's back."""
 
     @property
     def wave(self) -> int:
@@ -650,12 +658,62 @@ class ResultCode(enum.StrEnum):
 
 
 class Health(enum.StrEnum):
-    """A resource's health after apply. UNKNOWN means the target has no health check for it."""
+    """How a served resource is doing, as its target reports it (UNKNOWN: the target cannot tell)."""
 
     HEALTHY = "healthy"
     PROGRESSING = "progressing"
+    STARTING = "starting"
     DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    STOPPED = "stopped"
+    ABSENT = "absent"
     UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, text: str) -> Health:
+        """The health a target's own word names (Docker's `running`/`healthy`...), UNKNOWN for others."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class Trigger(enum.StrEnum):
+    """What started a sync run."""
+
+    CLI = "cli"
+    API = "api"
+    WEBHOOK = "webhook"
+    POLL = "poll"
+    RETRY = "retry"
+    DRIFT = "drift"
+    ROLLBACK = "rollback"
+
+
+class DeliveryKind(enum.StrEnum):
+    """What a webhook delivery asks for."""
+
+    PUSH = "push"
+    PULL_REQUEST = "pull_request"
+    PING = "ping"
+    OTHER = "other"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery is: QUEUED until a run covers it (or it is refused)."""
+
+    QUEUED = "queued"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+
+
+class BuildStatus(enum.StrEnum):
+    """How one image build ended."""
+
+    BUILT = "built"
+    PUSHED = "pushed"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,7 +725,6 @@ class ResourceOutcome:
     code: ResultCode
     content_hash: str | None
     message: str = ""
-    health: Health = Health.UNKNOWN
     retry_after: float | None = None
     """Set when the failure is temporary (a target unreachable): the loop retries after this long."""
 
@@ -683,12 +740,12 @@ class Delivery:
     provider: str
     delivery_id: str
     event: str
-    kind: str
+    kind: DeliveryKind
     repo: str | None = None
     ref: str | None = None
     commit: str | None = None
     pull_request: int | None = None
-    status: str = "queued"
+    status: DeliveryStatus = DeliveryStatus.QUEUED
     reason: str | None = None
     id: int | None = None
     project: str | None = None
@@ -700,8 +757,7 @@ class ServiceEndpoint:
     """Where a deployed service answers, and how it is doing (for `liminal status`)."""
 
     url: str | None
-    health: str
-    """`healthy`, `progressing`, `starting`, `unhealthy`, `stopped`, `absent` or `unknown`."""
+    health: Health
     detail: str = ""
 
 
@@ -726,7 +782,7 @@ class SyncRun:
 
     id: int
     repo: str
-    trigger: str
+    trigger: Trigger
     commit: str | None
     status: RunStatus
     started_at: dt.datetime
@@ -744,8 +800,7 @@ class BuildRecord:
     image: str
     tag: str
     content_hash: str
-    status: str
-    """`built`, `pushed` or `failed`."""
+    status: BuildStatus
     digest: str | None
     seconds: float
     message: str | None

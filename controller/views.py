@@ -1,12 +1,16 @@
-"""JSON views of ledger records, the same in the CLI's `--format json` and the REST API."""
+"""Views of records for people and programs, the same in the CLI and the REST API: runs as JSON,
+previews as text (a preview's JSON form is `Preview.as_json`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.model import SyncRun
+from controller.model import Action, SyncRun
 
-__all__ = ["run_json"]
+if TYPE_CHECKING:
+    from controller.sync.preview import Preview
+
+__all__ = ["preview_text", "run_json"]
 
 
 def run_json(r: SyncRun) -> dict[str, Any]:
@@ -32,3 +36,38 @@ def run_json(r: SyncRun) -> dict[str, Any]:
             for o in r.outcomes
         ],
     }
+
+
+_SIGNS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}
+
+
+def preview_text(found: Preview) -> str:
+    """A preview as `terraform plan` reads: one line per resource, then each diff (commit and hash
+    stamps left out; the JSON form keeps them), then a summary line. Ends with a newline."""
+    head = f"{found.repo} @ {found.commit[:12]}"
+    if not found.valid:
+        lines = [f"{head}: invalid, {len(found.problems)} problem(s); nothing would change (the live commit stays)"]
+        lines += [f"  {p.render()}" for p in found.problems]
+        lines += [f"  {w.render()}" for w in found.warnings]
+        return "\n".join(lines) + "\n"
+    changes = [c for c in found.plan.changes if c.action.changes_something]
+    lines = [head]
+    for c in changes:
+        note = "   (drift: the live copy differs; restoring it)" if c.drifted else ""
+        lines.append(f"  {_SIGNS[c.action]} {c.action.value:<6} {c.key.kind}/{c.key.name}{note}")
+    if not found.self_heal:
+        lines += [f"  ! drift  {name}   (self-heal is off: reported, not restored)" for name in found.drift]
+    lines += [f"  {w.render()}" for w in found.warnings]
+    for c in changes:
+        lines.append("")
+        lines.append(f"  {_SIGNS[c.action]} {c.key.kind}/{c.key.name}")
+        lines += [f"    {line}" for line in c.brief.splitlines()]
+    counts = found.plan.counts()
+    lines.append("")
+    if changes:
+        lines.append(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete.")
+    elif found.drift and not found.self_heal:
+        lines.append(f"No changes to apply; {len(found.drift)} resource(s) drifted, not restored (self-heal is off).")
+    else:
+        lines.append("No changes: what is deployed matches git.")
+    return "\n".join(lines) + "\n"

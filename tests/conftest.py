@@ -24,7 +24,7 @@ from controller.ledger import Ledger
 from controller.model import ResourceKind, Spec
 from controller.render import RenderSettings
 from controller.spec import discover, load
-from controller.sync.reconcile import Deps
+from controller.sync.deps import Deps
 from controller.sync.source import GitSource, RemotePolicy
 from controller.targets.dag_folder import DagFolderTarget
 

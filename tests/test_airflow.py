@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from controller.ledger import Ledger
-from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus
+from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus, Trigger
 from controller.render import RenderSettings
 from controller.render.dags import repo_loader, repo_payload_folder
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource
 from controller.targets.airflow import AirflowTarget
 from controller.targets.airflow_api import AirflowApi
@@ -324,7 +325,7 @@ def test_airflow_down_during_a_sync_is_retried_and_converges(
         remote, deps, good = _synced(tmp_path, ledger, repo, _yml(tag, [{"name": a}]), _api(url))
         _stop(server)
         commit = _push(remote, _yml(tag, [{"name": a, "schedule": "@hourly"}]), "hourly")
-        down = reconcile(repo, deps)
+        down = reconcile(repo, deps, trigger=Trigger.POLL)
         assert down.status is RunStatus.FAILED
         assert down.error is not None and f"cannot reach Airflow at {url}" in down.error and "retry in" in down.error
         status = ledger.status(repo)

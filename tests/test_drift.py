@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.ledger import Ledger
-from controller.model import RepoRef, RunStatus
+from controller.model import RepoRef, RunStatus, Trigger
 from controller.render.dags import repo_payload_folder
 from controller.sync.reconcile import observe_drift, reconcile
 from tests.conftest import cli_env, example_remote, liminal, make_deps, need, running_controller
@@ -78,7 +78,7 @@ def test_drift_is_observed_without_a_fetch_and_restored_while_git_is_down(tmp_pa
     assert reconcile("hello", deps).status is RunStatus.FAILED  # a fetching reconcile cannot run now
     assert ledger.status("hello").drift == ("dag/hello_training",)  # and a failed fetch keeps what was seen
 
-    run = reconcile("hello", deps, trigger="drift", fetch=False)  # restored from the live commit
+    run = reconcile("hello", deps, trigger=Trigger.DRIFT, fetch=False)  # restored from the live commit
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert run.commit == first.commit and run.summary["healed"] == ["dag/hello_training"]
     assert payload.read_text() == deployed

@@ -15,7 +15,8 @@ from controller.errors import TargetError
 from controller.ledger import Ledger
 from controller.model import BuildRecord, ContextFile, ImageBuild, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.images import HASH_LABEL, BuildProgress, ImageTarget, context_tar

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from controller.ledger import Ledger, tables
 from controller.model import BuildRecord, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings, ServingTarget
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget

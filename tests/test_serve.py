@@ -443,7 +443,7 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
     assert by_sha[good][1]["target_url"] == "https://liminal.example/api/v1/checks/github/pr-7"
     assert [s["state"] for s in by_sha[bad]] == ["pending", "failure"]
     assert "liminal.yml:" in by_sha[bad][1]["description"] and "timeout_minutes" in by_sha[bad][1]["description"]
-    assert plan["pull_request"] == 7 and plan["result"]["plan"]["update"] == 1
+    assert plan["pull_request"] == 7 and plan["result"]["counts"]["update"] == 1
     (warning,) = plan["result"]["warnings"]
     assert (warning["severity"], warning["rule"], warning["path"]) == (
         "warning",

@@ -15,7 +15,8 @@ import pytest
 from controller.ledger import Ledger
 from controller.model import RepoRef, ResourceKind, RunStatus, ServiceEndpoint
 from controller.render import RenderSettings, ServingTarget
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.docker_serving import DockerServingTarget

@@ -14,9 +14,10 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.ledger import Ledger
-from controller.model import Policies, RepoPolicy, RepoRef, ResourceKind, ResultCode, RunStatus
+from controller.model import Policies, RepoPolicy, RepoRef, ResourceKind, ResultCode, RunStatus, Trigger
 from controller.render import RenderSettings, ServingTarget
-from controller.sync.reconcile import Deps, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from controller.targets.kubernetes import FIELD_MANAGER, KubernetesTarget, api_client_from_config
@@ -156,7 +157,7 @@ def test_an_unreachable_api_server_is_retried(tmp_path: Path, remote: Path, ledg
         url = stopped.url
     ledger.add_repo(RepoRef("hello", str(remote)))
     target = KubernetesTarget(k8s.ApiClient(k8s.Configuration(host=url)))
-    run = reconcile("hello", _deps(tmp_path, ledger, target))
+    run = reconcile("hello", _deps(tmp_path, ledger, target), trigger=Trigger.POLL)
     assert run.status is RunStatus.FAILED
     assert run.error is not None and "cannot reach the Kubernetes API" in run.error and "(retry in 30 s)" in run.error
 

@@ -12,12 +12,13 @@ import sqlalchemy as sa
 
 from controller.errors import ConfigError
 from controller.ledger import Ledger
-from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus
+from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus, Trigger
 from controller.render import RenderSettings
 from controller.render.dags import repo_payload_folder
 from controller.sync.cache import RenderCache
+from controller.sync.deps import Deps, desired_for
 from controller.sync.plan import plan
-from controller.sync.reconcile import Deps, desired_for, reconcile
+from controller.sync.reconcile import reconcile
 from controller.sync.source import GitCredentials, GitSource, sanitize
 from controller.targets.dag_folder import DagFolderTarget
 from tests.conftest import TEST_REMOTES, commit_all, example_remote, git, make_deps
@@ -134,10 +135,15 @@ def test_force_push_and_deleted_branch(tmp_path: Path, remote: Path, ledger: Led
 
 def test_unreachable_remote_is_a_recorded_transient_error(tmp_path: Path, ledger: Ledger) -> None:
     ledger.add_repo(RepoRef("gone", "http://127.0.0.1:9/nothing.git"))
-    run = reconcile("gone", make_deps(tmp_path, ledger))
-    assert run.status is RunStatus.FAILED
+    run = reconcile("gone", make_deps(tmp_path, ledger), trigger=Trigger.POLL)
+    assert run.status is RunStatus.FAILED and run.requeue is not None and run.requeue.after == 30
     assert run.error is not None and run.error.startswith("cannot fetch http://127.0.0.1:9/nothing.git")
-    assert "retry in 30 s" in run.error
+    assert run.error.endswith("(retry in 30 s)")  # the loop's run: the loop retries after that long
+    again = reconcile("gone", make_deps(tmp_path, ledger), trigger=Trigger.RETRY, attempt=1)
+    assert again.requeue is not None and again.requeue.after is not None and 48 <= again.requeue.after <= 72
+    assert again.error is not None and again.error.endswith(f"(retry in {again.requeue.after:g} s)")
+    by_hand = reconcile("gone", make_deps(tmp_path, ledger))  # `liminal sync` is not retried: it says nothing of one
+    assert by_hand.error is not None and "retry" not in by_hand.error
 
 
 def test_checkout_is_per_commit_and_never_changes(tmp_path: Path, remote: Path) -> None:
@@ -320,7 +326,7 @@ def test_sync_over_http_with_a_token_that_never_leaks(
         denied = reconcile("wrong", bad)
         assert denied.status is RunStatus.FAILED
         assert denied.error is not None and denied.error.startswith(f"cannot fetch {url}:")
-        assert "retry in 30 s" in denied.error
+        assert denied.requeue is not None and denied.requeue.after == 30  # the loop retries it
         stored = _ledger_text(ledger)
         assert token not in stored and wrong_token not in stored
         cached = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "cache").rglob("*") if p.is_file())

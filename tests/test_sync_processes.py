@@ -19,7 +19,7 @@ from controller.ledger import Ledger
 from controller.model import RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings
 from controller.render.dags import repo_loader, repo_payload_folder
-from controller.sync.reconcile import Deps, desired_for
+from controller.sync.deps import Deps, desired_for
 from controller.sync.source import GitSource
 from controller.targets.dag_folder import DagFolderTarget, stamped_hash
 from tests.conftest import LIMINAL, TEST_REMOTES, commit_all, git

@@ -28,7 +28,7 @@ import pytest
 
 from controller.errors import InputError, LiminalError
 from controller.ledger import Ledger
-from controller.model import Delivery, RepoRef
+from controller.model import Delivery, DeliveryKind, RepoRef
 from controller.sync.loop import ReconcileLoop
 from controller.sync.source import GitCredentials, GitSource, RemotePolicy, SourceError, check_remote
 from tests.conftest import cli_env, liminal, load_paths, make_deps, running_controller
@@ -373,7 +373,7 @@ def test_pull_request_checks_coalesce_per_pull_request_and_are_bounded(tmp_path:
 
     def delivery(number: int, sha: str) -> Delivery:
         record = Delivery(
-            "github", str(uuid.uuid4()), "pull_request", "pull_request", "r", pull_request=number, commit=sha
+            "github", str(uuid.uuid4()), "pull_request", DeliveryKind.PULL_REQUEST, "r", pull_request=number, commit=sha
         )
         row = sqlite_ledger.record_delivery(record)
         return dataclasses.replace(record, id=row)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import LiminalError
+from controller.model import DeliveryKind
 
 __all__ = [
     "MAX_FIELD",
@@ -45,7 +46,7 @@ class WebhookEvent:
     provider: str
     delivery_id: str
     event: str
-    kind: str
+    kind: DeliveryKind
     urls: tuple[str, ...] = ()
     ref: str | None = None
     commit: str | None = None

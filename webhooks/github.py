@@ -7,6 +7,7 @@ import hmac
 import re
 from typing import Any
 
+from controller.model import DeliveryKind
 from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
 
 __all__ = ["check_digest", "parse", "signature_header", "verify"]
@@ -45,26 +46,26 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     repo = object_field(payload, "repository")
     urls = tuple(url for k in ("clone_url", "ssh_url", "git_url", "html_url") if (url := text_field(repo, k)))
 
-    def make(kind: str, **fields: Any) -> WebhookEvent:
+    def make(kind: DeliveryKind, **fields: Any) -> WebhookEvent:
         return WebhookEvent("github", delivery_id, event, kind, urls, project=text_field(repo, "full_name"), **fields)
 
     if event == "ping":
-        return make("ping")
+        return make(DeliveryKind.PING)
     if event == "push":
         ref = text_field(payload, "ref")
         if payload.get("deleted") is True or text_field(payload, "after") == _ZERO:
-            return make("other", ref=ref, reason="the branch was deleted")
-        return make("push", ref=ref, commit=commit_field(payload, "after"))
+            return make(DeliveryKind.OTHER, ref=ref, reason="the branch was deleted")
+        return make(DeliveryKind.PUSH, ref=ref, commit=commit_field(payload, "after"))
     if event == "pull_request":
         action = text_field(payload, "action", max_length=64)
         pr = object_field(payload, "pull_request")
         if action not in _CHECKED:
-            return make("other", reason=f"pull_request action '{action}' needs no check")
+            return make(DeliveryKind.OTHER, reason=f"pull_request action '{action}' needs no check")
         head = object_field(pr, "head")
         return make(
-            "pull_request",
+            DeliveryKind.PULL_REQUEST,
             ref=text_field(head, "ref"),
             commit=commit_field(head, "sha"),
             pull_request=int_field(pr, "number") or int_field(payload, "number") or 0,
         )
-    return make("other", reason=f"event '{event}' is not acted on")
+    return make(DeliveryKind.OTHER, reason=f"event '{event}' is not acted on")

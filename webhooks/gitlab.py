@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from controller.model import DeliveryKind
 from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
 
 __all__ = ["parse", "verify"]
@@ -29,24 +30,24 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     urls = tuple(url for k in ("git_http_url", "git_ssh_url", "web_url") if (url := text_field(project, k)))
     project_id = text_field(project, "id", max_length=64) or text_field(payload, "project_id", max_length=64)
 
-    def make(kind: str, **fields: Any) -> WebhookEvent:
+    def make(kind: DeliveryKind, **fields: Any) -> WebhookEvent:
         return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=project_id, **fields)
 
     if event == "Push Hook":
         ref = text_field(payload, "ref")
         after = text_field(payload, "checkout_sha") or text_field(payload, "after")
         if not after or after == _ZERO:
-            return make("other", ref=ref, reason="the branch was deleted")
-        return make("push", ref=ref, commit=commit_field({"after": after}, "after"))
+            return make(DeliveryKind.OTHER, ref=ref, reason="the branch was deleted")
+        return make(DeliveryKind.PUSH, ref=ref, commit=commit_field({"after": after}, "after"))
     if event == "Merge Request Hook":
         attributes = object_field(payload, "object_attributes")
         action = text_field(attributes, "action", max_length=64)
         if action not in _CHECKED:
-            return make("other", reason=f"merge request action '{action}' needs no check")
+            return make(DeliveryKind.OTHER, reason=f"merge request action '{action}' needs no check")
         return make(
-            "pull_request",
+            DeliveryKind.PULL_REQUEST,
             ref=text_field(attributes, "source_branch"),
             commit=commit_field(object_field(attributes, "last_commit"), "id"),
             pull_request=int_field(attributes, "iid") or 0,
         )
-    return make("other", reason=f"event '{event}' is not acted on")
+    return make(DeliveryKind.OTHER, reason=f"event '{event}' is not acted on")

@@ -29,9 +29,10 @@ from controller.model import (
     Action,
     BuildRecord,
     Delivery,
+    DeliveryKind,
+    DeliveryStatus,
     Deployed,
     DeployedState,
-    Health,
     RepoRef,
     Resource,
     ResourceKey,
@@ -40,6 +41,7 @@ from controller.model import (
     ResultCode,
     RunStatus,
     SyncRun,
+    Trigger,
 )
 from controller.render.hashing import plain
 
@@ -51,12 +53,12 @@ def _delivery(row: Any) -> Delivery:
         provider=row["provider"],
         delivery_id=row["delivery_id"],
         event=row["event"] or "",
-        kind=row["kind"] or "other",
+        kind=DeliveryKind(row["kind"] or "other"),
         repo=row["repo"],
         ref=row["ref"],
         commit=row["commit"],
         pull_request=row["pull_request"],
-        status=row["status"],
+        status=DeliveryStatus(row["status"]),
         reason=row["reason"],
         id=row["id"],
         project=row["project"],
@@ -224,7 +226,7 @@ class Ledger:
 
     # ---- runs --------------------------------------------------------------------------------
 
-    def begin_run(self, repo: str, trigger: str) -> int:
+    def begin_run(self, repo: str, trigger: Trigger) -> int:
         """Start a run (under the repository lock); a run left RUNNING by a crash is closed as failed."""
         with self.engine.begin() as conn:
             repo_id = self._repo_id(conn, repo)
@@ -235,7 +237,7 @@ class Ledger:
             )
             run_id = conn.execute(
                 t.runs.insert().values(
-                    repo_id=repo_id, trigger=trigger, status=RunStatus.RUNNING.value, started_at=_now()
+                    repo_id=repo_id, trigger=trigger.value, status=RunStatus.RUNNING.value, started_at=_now()
                 )
             ).inserted_primary_key
             assert run_id is not None
@@ -263,7 +265,6 @@ class Ledger:
                     action=outcome.action.value,
                     code=outcome.code.value,
                     content_hash=outcome.content_hash,
-                    health=outcome.health.value,
                     message=outcome.message,
                     at=_now(),
                 )
@@ -382,17 +383,19 @@ class Ledger:
         """Deliveries acknowledged but not processed yet (after a crash too), oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.deliveries).where(t.deliveries.c.status == "queued").order_by(t.deliveries.c.id)
+                sa.select(t.deliveries)
+                .where(t.deliveries.c.status == DeliveryStatus.QUEUED.value)
+                .order_by(t.deliveries.c.id)
             ).mappings()
             return [_delivery(r) for r in rows]
 
     def finish_deliveries(
-        self, ids: list[int], status: str, reason: str | None = None, result: dict[str, Any] | None = None
+        self, ids: list[int], status: DeliveryStatus, reason: str | None = None, result: dict[str, Any] | None = None
     ) -> None:
         """Mark deliveries processed (or ignored), with why (and a pull-request check's result)."""
         if not ids:
             return
-        values: dict[str, Any] = {"status": status, "reason": reason, "processed_at": _now()}
+        values: dict[str, Any] = {"status": status.value, "reason": reason, "processed_at": _now()}
         if result is not None:
             values["result"] = plain(result)
         with self.engine.begin() as conn:
@@ -505,7 +508,6 @@ def _outcome(repo: str, row: sa.RowMapping) -> ResourceOutcome:
         code=ResultCode(row["code"]),
         content_hash=row["content_hash"],
         message=row["message"],
-        health=Health(row["health"]),
     )
 
 
@@ -513,7 +515,7 @@ def _run(row: sa.RowMapping, outcomes: tuple[ResourceOutcome, ...]) -> SyncRun:
     return SyncRun(
         id=row["id"],
         repo=row["name"],
-        trigger=row["trigger"],
+        trigger=Trigger(row["trigger"]),
         commit=row["commit"],
         status=RunStatus(row["status"]),
         started_at=row["started_at"],

@@ -7,7 +7,6 @@ import sqlalchemy as sa
 __all__ = [
     "deliveries",
     "deployed",
-    "events",
     "image_builds",
     "metadata",
     "outcomes",
@@ -61,7 +60,6 @@ outcomes = sa.Table(
     sa.Column("action", sa.String(20), nullable=False),
     sa.Column("code", sa.String(20), nullable=False),
     sa.Column("content_hash", sa.String(64)),
-    sa.Column("health", sa.String(20), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_outcomes_run", "run_id"),
@@ -115,15 +113,4 @@ deliveries = sa.Table(
     sa.Column("result", sa.JSON),
     sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
     sa.Index("ix_webhook_deliveries_status", "status", "id"),  # the queued ones, at start
-)
-
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE")),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id", ondelete="CASCADE")),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("event", sa.String(80), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
 )

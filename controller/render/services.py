@@ -22,6 +22,7 @@ __all__ = [
     "HEALTHCHECK_SCRIPT",
     "LABEL_REPO",
     "MANAGED_BY",
+    "ORIGIN_MARKS",
     "container_name",
     "label_value",
     "service_body",
@@ -35,6 +36,8 @@ LABEL_REPO = "liminal-gitops/repo"
 ANNOTATION_REPO = "liminal-gitops/repo"
 ANNOTATION_COMMIT = "liminal-gitops/commit"
 ANNOTATION_HASH = "liminal-gitops/content-hash"
+ORIGIN_MARKS = frozenset({ANNOTATION_REPO, ANNOTATION_COMMIT, ANNOTATION_HASH})
+"""The stamp keys that change with every commit, not with the content (left out of plans people read)."""
 
 HEALTHCHECK_SCRIPT = (  # exits 0 when the server in this container answers /healthcheck
     "import sys, urllib.request\n"

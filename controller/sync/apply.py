@@ -12,13 +12,11 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from controller.errors import LiminalError, TransientError
 from controller.model import (
     Action,
     Change,
-    Deployed,
     DeployedState,
     DesiredState,
     Plan,
@@ -27,42 +25,11 @@ from controller.model import (
     ResourceKind,
     ResourceOutcome,
     ResultCode,
-    ServiceEndpoint,
     Snapshot,
 )
+from controller.ports import Target
 
-__all__ = ["ApplyResult", "Recorder", "ServiceTarget", "Target", "apply", "each"]
-
-
-class Target(Protocol):
-    """One side-effect target (a DAG folder, the Airflow API, a registry, Kubernetes, ...)."""
-
-    watches_drift: bool
-    """True when observing is cheap and live state can drift (a file, a container): every
-    reconcile then observes what it deployed. False for immutable things (content-tagged images)."""
-
-    def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
-        """The content hash each desired resource has on the target now (None when absent or unknown)."""
-        ...
-
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
-        """Make the resources live (`source` is the checkout they were rendered from), yielding one
-        outcome per resource as each completes; a resource that fails is a FAILED outcome. A target
-        may work on several at once (parallel builds, one Airflow parse for a repository's DAGs)."""
-        ...
-
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
-        """Remove a resource that git no longer has."""
-        ...
-
-
-@runtime_checkable
-class ServiceTarget(Target, Protocol):
-    """A target that serves what it deploys: it can say where each service answers and how it is."""
-
-    def endpoints(self, deployed: Sequence[Deployed]) -> Mapping[ResourceKey, ServiceEndpoint]:
-        """URL and health of each deployed service (health `absent` when it is not there)."""
-        ...
+__all__ = ["ApplyResult", "Recorder", "apply", "each"]
 
 
 Recorder = Callable[[ResourceOutcome, Resource | None], None]

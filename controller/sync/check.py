@@ -1,6 +1,6 @@
-"""Pull-request checks: validate and plan a pull request's head against what is deployed.
+"""Pull-request checks: the preview of a pull request's head, as a commit status verdict.
 
-Pure apart from the git fetch: nothing is applied. The result is posted as a commit status by
+Nothing is applied and nothing of the head is run. The result is posted as a commit status by
 the loop, and kept in the ledger for the API to show.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.errors import InputError
-from controller.sync.plan import plan
-from controller.sync.reconcile import Deps, desired_for
+from controller.sync.deps import Deps
+from controller.sync.preview import Preview, preview
 
-__all__ = ["CheckResult", "check_pull_request"]
+__all__ = ["CheckResult", "check_pull_request", "check_result"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,40 +25,22 @@ class CheckResult:
 
 
 def check_pull_request(deps: Deps, repo: str, remote_ref: str, commit: str) -> CheckResult:
-    """Fetch the pull request's head, validate it, and plan it against the repository's deployed state."""
-    ref = deps.ledger.repo(repo)
-    snapshot = deps.source.fetch_head(ref, remote_ref, commit)
-    try:
-        desired = desired_for(snapshot, deps)
-    except InputError as exc:
-        first = exc.problems[0].render()
-        return CheckResult(
-            "failure",
-            f"{len(exc.problems)} problem(s): {first}",
-            {
-                "commit": commit,
-                "valid": False,
-                "problems": [p.as_json() for p in exc.problems[:100]],
-                "warnings": [w.as_json() for w in exc.warnings[:100]],
-            },
-        )
-    the_plan = plan(desired, deps.ledger.deployed_state(repo), prune=ref.prune)
-    counts = the_plan.counts()
+    """Fetch the pull request's head, validate it, and plan it as the sync after merging would."""
+    return check_result(preview(repo, deps, head=(remote_ref, commit)))
+
+
+def check_result(found: Preview) -> CheckResult:
+    """A preview as a commit status: its verdict, a one-line summary, and the preview in full."""
+    details = found.as_json()
+    if not found.valid:
+        first = found.problems[0].render()
+        return CheckResult("failure", f"{len(found.problems)} problem(s): {first}", details)
+    counts = found.plan.counts()
     summary = (
         "valid; merging changes nothing"
-        if the_plan.is_noop
-        else (f"valid; merging would create {counts['create']}, update {counts['update']}, delete {counts['delete']}")
+        if found.plan.is_noop
+        else f"valid; merging would create {counts['create']}, update {counts['update']}, delete {counts['delete']}"
     )
-    if desired.warnings:
-        summary += f"; {len(desired.warnings)} warning(s): {desired.warnings[0].render()}"
-    changes = [
-        {"kind": str(c.key.kind), "name": c.key.name, "action": str(c.action), "diff": c.diff}
-        for c in the_plan.changes
-        if c.action.changes_something
-    ]
-    warnings = [w.as_json() for w in desired.warnings[:100]]
-    return CheckResult(
-        "success",
-        summary,
-        {"commit": commit, "valid": True, "plan": counts, "changes": changes, "warnings": warnings},
-    )
+    if found.warnings:
+        summary += f"; {len(found.warnings)} warning(s): {found.warnings[0].render()}"
+    return CheckResult("success", summary, details)

@@ -1,5 +1,5 @@
 """The reconcile loop of `liminal serve`: a coalescing queue per repository, bounded workers,
-polling with jitter, drift observation, backoff after failures, and a clean stop.
+polling with jitter, drift observation, retries as `requeue` decides, and a clean stop.
 
 A request for a repository that is already waiting is merged into it, and one that arrives while
 its reconcile runs makes exactly one more run after it: a storm of pushes becomes a few fetches
@@ -9,6 +9,11 @@ crash left queued.
 
 Every `drift_interval` the live state of each repository is observed without a fetch; drift is
 recorded, and restored from the live commit (no fetch) when the repository's self-heal is on.
+
+After a failed run the loop does what the run's `requeue` decision says, and nothing else: a
+temporary failure is retried after the delay its error message names; a commit that failed for
+good (invalid, a build that cannot succeed) is not tried again until a new commit arrives (polls
+and pushes of the same commit record nothing), a drift repair runs, or someone asks for a sync.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from typing import Any
 import structlog
 
 from controller.errors import LiminalError
-from controller.model import Delivery, RunStatus, SyncRun
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, Trigger
 from controller.sync.check import CheckResult, check_pull_request
-from controller.sync.reconcile import Deps, observe_drift, reconcile
+from controller.sync.deps import Deps
+from controller.sync.reconcile import RunResult, observe_drift, reconcile
+from controller.sync.requeue import requeue
 from webhooks.status import CommitStatus, StatusReporter
 
 __all__ = ["LoopStats", "ReconcileLoop"]
@@ -51,9 +58,12 @@ class _Repo:
     running: bool = False
     deliveries: list[int] = field(default_factory=list)
     commits: list[str | None] = field(default_factory=list)
-    triggers: set[str] = field(default_factory=set)
+    triggers: set[Trigger] = field(default_factory=set)
     not_before: float = 0.0
     failures: int = 0
+    """Failed runs in a row (a retry's delay doubles with each)."""
+    stuck_on: str | None = None
+    """A commit that failed for good: polls and pushes that find it again do not run it again."""
     next_poll: float = 0.0
     next_drift: float = 0.0
 
@@ -69,9 +79,8 @@ class ReconcileLoop:
         poll_interval: float = 180.0,
         drift_interval: float = 60.0,
         jitter: float = 0.2,
-        backoff_max: float = 600.0,
         debounce: float = 0.5,
-        on_run: Callable[[SyncRun, float], None] | None = None,
+        on_run: Callable[[RunResult, float], None] | None = None,
         reporters: Mapping[str, StatusReporter] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         max_checks: int = 64,
@@ -81,7 +90,6 @@ class ReconcileLoop:
         self.poll_interval = poll_interval
         self.drift_interval = drift_interval
         self.jitter = jitter
-        self.backoff_max = backoff_max
         self.debounce = debounce
         self.reporters = dict(reporters or {})
         self.public_url = public_url.rstrip("/")
@@ -98,19 +106,21 @@ class ReconcileLoop:
 
     # ---- requests ---------------------------------------------------------------------------------
 
-    def request(self, repo: str, trigger: str, deliveries: list[int] | None = None, commit: str | None = None) -> None:
+    def request(
+        self, repo: str, trigger: Trigger, deliveries: list[int] | None = None, commit: str | None = None
+    ) -> None:
         """Ask for a reconcile of `repo` (merged with one already waiting). A webhook's request
         waits `debounce` seconds, so that a burst of pushes becomes one fetch."""
         with self._cond:
             state = self._repos.setdefault(repo, _Repo())
-            if not state.waiting and trigger == "webhook":
+            if not state.waiting and trigger is Trigger.WEBHOOK:
                 state.not_before = time.monotonic() + self.debounce
-            elif trigger not in ("retry", "webhook", "drift"):
-                state.not_before = 0.0  # an operator's or the poller's request beats a backoff
+            elif trigger not in (Trigger.RETRY, Trigger.WEBHOOK, Trigger.DRIFT):
+                state.not_before = 0.0  # an operator's or the poller's request beats a retry's wait
             state.waiting = True
             state.triggers.add(trigger)
             state.deliveries.extend(deliveries or [])
-            state.commits.append(commit if trigger == "webhook" else None)
+            state.commits.append(commit if trigger is Trigger.WEBHOOK else None)
             self._cond.notify_all()
 
     def request_check(self, delivery: Delivery) -> bool:
@@ -150,13 +160,13 @@ class ReconcileLoop:
         queued = self.deps.ledger.queued_deliveries()
         by_repo: dict[str, list[int]] = {}
         for delivery in queued:
-            if delivery.kind == "pull_request":
+            if delivery.kind is DeliveryKind.PULL_REQUEST:
                 if not self.request_check(delivery) and delivery.id is not None:
                     self._finish([delivery.id], "too many pull-request checks were waiting", repo=delivery.repo)
             elif delivery.repo and delivery.id is not None:
                 by_repo.setdefault(delivery.repo, []).append(delivery.id)
         for repo, ids in by_repo.items():
-            self.request(repo, "webhook", ids)
+            self.request(repo, Trigger.WEBHOOK, ids)
         now = time.monotonic()
         for ref in self.deps.ledger.repos():
             state = self._repos.setdefault(ref.name, _Repo())
@@ -219,9 +229,9 @@ class ReconcileLoop:
                     if poll or drift:  # a poll's reconcile observes the targets too
                         state.next_drift = now + self._jittered(self.drift_interval)
                 if poll:
-                    self.request(name, "poll")
+                    self.request(name, Trigger.POLL)
                 elif drift:
-                    self.request(name, "drift")
+                    self.request(name, Trigger.DRIFT)
             with self._cond:
                 self._cond.wait(1.0)
 
@@ -248,9 +258,10 @@ class ReconcileLoop:
                     state.waiting, state.running = False, True
                     deliveries, state.deliveries = state.deliveries, []
                     commits, state.commits = state.commits, []
-                    # a drift check merged with any other request becomes that (full) reconcile
-                    others = sorted(state.triggers - {"drift"}) or ["drift"]
-                    trigger = "webhook" if "webhook" in state.triggers else others[0]
+                    trigger = _merged(state.triggers)
+                    # an operator's request runs even a commit that failed for good
+                    asked = bool(state.triggers & {Trigger.API, Trigger.CLI})
+                    stuck_on = None if asked else state.stuck_on
                     state.triggers = set()
             if check is not None:
                 self._check(check)
@@ -260,14 +271,14 @@ class ReconcileLoop:
                     state.running = False
                     self._cond.notify_all()
             else:
-                self._run(name, state, trigger, deliveries)
+                self._run(name, state, trigger, deliveries, stuck_on)
 
     def _finish(self, deliveries: list[int], reason: str, *, repo: str | None, result: Any = None) -> None:
         """Mark deliveries processed; if the ledger cannot, they stay queued and are taken again on start."""
         if not deliveries:
             return
         try:
-            self.deps.ledger.finish_deliveries(deliveries, "processed", reason, result)
+            self.deps.ledger.finish_deliveries(deliveries, DeliveryStatus.PROCESSED, reason, result)
         except Exception as exc:
             log.warning("loop.deliveries_not_marked", repo=repo, error=str(exc))
 
@@ -323,42 +334,69 @@ class ReconcileLoop:
             log.warning("drift.observe_failed", repo=name, error=f"{type(exc).__name__}: {exc}")
             return False
 
-    def _run(self, name: str, state: _Repo, trigger: str, deliveries: list[int]) -> None:
-        if trigger == "drift" and not self._heal_needed(name):
+    def _run(self, name: str, state: _Repo, trigger: Trigger, deliveries: list[int], stuck_on: str | None) -> None:
+        if trigger is Trigger.DRIFT and not self._heal_needed(name):
             with self._cond:  # nothing to restore: no run is recorded
                 state.running = False
                 self._cond.notify_all()
             return
         started = time.monotonic()
-        run: SyncRun | None = None
+        run: RunResult | None = None
         try:
             # drift is restored from the live commit, without a fetch: it works while git is down
-            run = reconcile(name, self.deps, trigger=trigger, fetch=trigger != "drift")
+            run = reconcile(
+                name,
+                self.deps,
+                trigger=trigger,
+                fetch=trigger is not Trigger.DRIFT,
+                attempt=state.failures,
+                unless_commit=stuck_on,
+            )
         except Exception as exc:
             log.error("loop.reconcile_crashed", repo=name, error=f"{type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
-        ok = run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
-        self._finish(deliveries, f"run {run.id}: {run.status}" if run else "the reconcile crashed", repo=name)
-        result = run.status.value if run is not None else "crashed"
+        if run is None:
+            reason = "the reconcile crashed"
+        elif run.id is None:
+            reason = f"commit {(run.commit or '')[:12]} failed before and is unchanged"
+        else:
+            reason = f"run {run.id}: {run.status}"
+        self._finish(deliveries, reason, repo=name)
+        if run is not None and run.id is None and self._heal_needed(name):
+            self.request(name, Trigger.DRIFT)  # what a poll's run would have observed and restored
+        # a crash is retried as a temporary failure would be
+        decision = requeue(30.0, state.failures) if run is None else run.requeue
         with self._cond:
-            self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1
-            self.stats.durations.append((name, seconds))
-            del self.stats.durations[:-1000]
-            if run is not None and run.summary.get("healed"):
-                self.stats.healed[name] = self.stats.healed.get(name, 0) + len(run.summary["healed"])
-            if ok:
+            if run is not None and run.id is not None:
+                result = run.status.value
+                self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1
+                self.stats.durations.append((name, seconds))
+                del self.stats.durations[:-1000]
+                if run.healed:
+                    self.stats.healed[name] = self.stats.healed.get(name, 0) + len(run.healed)
+            if run is not None and run.ok:
                 self.stats.last_success[name] = time.time()
-                state.failures = 0
-                state.not_before = 0.0
-            elif run is None or run.status is RunStatus.FAILED:
-                # an invalid commit waits for the next push; a failure is retried, backing off
+                state.failures, state.not_before, state.stuck_on = 0, 0.0, None
+            elif decision is not None and decision.after is not None:
                 state.failures += 1
-                delay = min(self.backoff_max, 5.0 * 2 ** (state.failures - 1))
-                state.not_before = time.monotonic() + delay
+                state.not_before = time.monotonic() + decision.after
                 state.waiting = True
-                state.triggers.add("retry")
-                log.info("loop.retry", repo=name, seconds=delay, failures=state.failures)
+                state.triggers.add(Trigger.RETRY)
+                log.info("loop.retry", repo=name, seconds=decision.after, failures=state.failures)
+            elif run is not None and run.id is not None:
+                # failed for good: the same commit is not run again until something changes
+                state.failures, state.stuck_on = 0, run.commit
+                log.info("loop.waits_for_change", repo=name, commit=(run.commit or "")[:12], status=run.status.value)
             state.running = False
             self._cond.notify_all()
-        if run is not None:
+        if run is not None and run.id is not None:
             self.on_run(run, seconds)
+
+
+def _merged(triggers: set[Trigger]) -> Trigger:
+    """The trigger of one run that serves several requests: a push's, else an operator's or a
+    poll's; a drift check merged with any other request becomes that (full) reconcile."""
+    for trigger in (Trigger.WEBHOOK, Trigger.API, Trigger.CLI, Trigger.POLL, Trigger.RETRY):
+        if trigger in triggers:
+            return trigger
+    return Trigger.DRIFT

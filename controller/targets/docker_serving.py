@@ -24,6 +24,7 @@ from controller.errors import TargetError
 from controller.model import (
     Action,
     Deployed,
+    Health,
     Resource,
     ResourceKey,
     ResourceKind,
@@ -87,14 +88,14 @@ class DockerServingTarget:
                 None,
             )
             if app is None or proxy is None:
-                out[d.key] = ServiceEndpoint(_url(proxy), "absent")
+                out[d.key] = ServiceEndpoint(_url(proxy), Health.ABSENT)
             elif app.status != "running":
-                out[d.key] = ServiceEndpoint(_url(proxy), "stopped")
+                out[d.key] = ServiceEndpoint(_url(proxy), Health.STOPPED)
             else:
                 state = str(app.attrs.get("State", {}).get("Health", {}).get("Status", "healthy"))
                 if state == "starting":  # the engine's first check is still to come: ask the app itself
                     state = "healthy" if self._answers(app) else "starting"
-                out[d.key] = ServiceEndpoint(_url(proxy), state)
+                out[d.key] = ServiceEndpoint(_url(proxy), Health.of(state))
         return out
 
     # ---- apply ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from controller.errors import TargetError, TransientError
 from controller.model import (
     Action,
     BuildRecord,
+    BuildStatus,
     ContextFile,
     Deployed,
     ImageBuild,
@@ -130,11 +131,16 @@ class ImageTarget:
             digest = self._push(build, bound) if _registry_of(build) else None
         except (TargetError, TransientError) as exc:
             self._progress(build, "failed", str(exc))
-            self._record(resource, build, status="failed", digest=None, started=started, message=str(exc))
+            self._record(resource, build, status=BuildStatus.FAILED, digest=None, started=started, message=str(exc))
             raise
         if built or digest:
             self._record(
-                resource, build, status="pushed" if digest else "built", digest=digest, started=started, message=None
+                resource,
+                build,
+                status=BuildStatus.PUSHED if digest else BuildStatus.BUILT,
+                digest=digest,
+                started=started,
+                message=None,
             )
         message = f"{'built' if built else 'found'} {build.tag}" + (f", pushed {digest}" if digest else "")
         self._progress(build, "done", f"{message} in {time.perf_counter() - started:.1f} s")
@@ -240,7 +246,7 @@ class ImageTarget:
         resource: Resource,
         build: ImageBuild,
         *,
-        status: str,
+        status: BuildStatus,
         digest: str | None,
         started: float,
         message: str | None,

@@ -28,6 +28,7 @@ from controller.errors import TargetError, TransientError, short_reason
 from controller.model import (
     Action,
     Deployed,
+    Health,
     Resource,
     ResourceKey,
     ResourceOutcome,
@@ -121,7 +122,7 @@ class KubernetesTarget(ClusterApi):
                 url = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
             live = self._get(deployment) if deployment is not None else None
             if live is None:
-                out[d.key] = ServiceEndpoint(url, "absent")
+                out[d.key] = ServiceEndpoint(url, Health.ABSENT)
                 continue
             health, detail = _rollout(live)
             out[d.key] = ServiceEndpoint(url, health, detail)
@@ -162,7 +163,7 @@ class KubernetesTarget(ClusterApi):
         while True:
             live = self._call(key, lambda: self._get(deployment))
             health, detail = _rollout(live) if live is not None else ("absent", "the Deployment is gone")
-            if health == "healthy":
+            if health is Health.HEALTHY:
                 return
             if time.monotonic() > deadline:
                 raise TargetError(str(key), f"rollout not complete after {self.rollout_timeout:g} s: {detail}")
@@ -241,7 +242,7 @@ def _annotations(obj: Mapping[str, Any] | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
 
 
-def _rollout(live: Mapping[str, Any]) -> tuple[str, str]:
+def _rollout(live: Mapping[str, Any]) -> tuple[Health, str]:
     """(health, detail) of a Deployment, by the rules `kubectl rollout status` uses."""
     meta, spec, status = live.get("metadata", {}), live.get("spec", {}), live.get("status") or {}
     wanted = int(spec.get("replicas", 1))
@@ -250,16 +251,16 @@ def _rollout(live: Mapping[str, Any]) -> tuple[str, str]:
     total = int(status.get("replicas", 0))
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return "degraded", f"progress deadline exceeded: {condition.get('message', '')}"
+            return Health.DEGRADED, f"progress deadline exceeded: {condition.get('message', '')}"
     if observed < generation:
-        return "progressing", "waiting for the Deployment's new generation to be observed"
+        return Health.PROGRESSING, "waiting for the Deployment's new generation to be observed"
     if updated < wanted:
-        return "progressing", f"{updated} of {wanted} replicas updated"
+        return Health.PROGRESSING, f"{updated} of {wanted} replicas updated"
     if total > updated:
-        return "progressing", f"{total - updated} old replica(s) pending termination"
+        return Health.PROGRESSING, f"{total - updated} old replica(s) pending termination"
     if available < updated:
-        return "progressing", f"{available} of {updated} updated replicas available"
-    return "healthy", f"{available} of {wanted} replicas available"
+        return Health.PROGRESSING, f"{available} of {updated} updated replicas available"
+    return Health.HEALTHY, f"{available} of {wanted} replicas available"
 
 
 def _gone_ok(delete: Callable[..., Any], name: str, namespace: str) -> None:

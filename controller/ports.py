@@ -1,0 +1,184 @@
+"""The ports: the narrow interfaces through which the pure core reaches the world.
+
+Each port is one line of purpose; the adapters implement them, and the in-memory fakes of the
+fast tests (tests/fakes.py) implement them too.
+
+- `Source`               commits: fetch a branch or a pull request's head, check a commit out
+- `Target`               one kind of resource: observe / apply / delete
+- `ServiceTarget`        a target that serves what it deploys: where each service answers
+- `RunRecorder`          the ledger as the diary of runs: open, record outcomes, close
+- `DeployedStateReader`  the ledger as the memory of what is live
+- `RepositoryCatalogue`  the ledger as the list of tracked repositories, and their locks
+- `DeliveryInbox`        the ledger as the inbox of webhook deliveries
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from controller.model import (
+    Delivery,
+    DeliveryStatus,
+    Deployed,
+    DeployedState,
+    RepoRef,
+    Resource,
+    ResourceKey,
+    ResourceOutcome,
+    RunStatus,
+    ServiceEndpoint,
+    Snapshot,
+    Trigger,
+)
+
+__all__ = [
+    "DeliveryInbox",
+    "DeployedStateReader",
+    "LedgerPort",
+    "RepositoryCatalogue",
+    "RunRecorder",
+    "ServiceTarget",
+    "Source",
+    "Target",
+]
+
+
+class Source(Protocol):
+    """Where commits come from (controller.sync.source.GitSource)."""
+
+    def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot:
+        """The newest commit of the tracked branch (or `ref`), checked out."""
+        ...
+
+    def checkout(self, repo: RepoRef, commit: str) -> Snapshot:
+        """A commit already fetched, checked out (no network)."""
+        ...
+
+    def trees(self, snapshot: Snapshot) -> Mapping[str, str]:
+        """Each directory's git tree id in the snapshot (what changed between commits, cheaply)."""
+        ...
+
+    def covers(self, repo: RepoRef, applied: str, commits: list[str]) -> bool:
+        """True when every one of `commits` is `applied` or an ancestor of it."""
+        ...
+
+    def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot:
+        """A pull request's head (`remote_ref` at `commit`), checked out; nothing of it is run."""
+        ...
+
+
+class Target(Protocol):
+    """One side-effect target (a DAG folder, the Airflow API, a registry, Kubernetes, ...)."""
+
+    watches_drift: bool
+    """True when observing is cheap and live state can drift (a file, a container): every
+    reconcile then observes what it deployed. False for immutable things (content-tagged images)."""
+
+    def observe(self, resources: Sequence[Resource]) -> Mapping[ResourceKey, str | None]:
+        """The content hash each desired resource has on the target now (None when absent or unknown)."""
+        ...
+
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+        """Make the resources live (`source` is the checkout they were rendered from), yielding one
+        outcome per resource as each completes; a resource that fails is a FAILED outcome. A target
+        may work on several at once (parallel builds, one Airflow parse for a repository's DAGs)."""
+        ...
+
+    def delete(self, deployed: Deployed) -> ResourceOutcome:
+        """Remove a resource that git no longer has."""
+        ...
+
+
+@runtime_checkable
+class ServiceTarget(Target, Protocol):
+    """A target that serves what it deploys: it can say where each service answers and how it is."""
+
+    def endpoints(self, deployed: Sequence[Deployed]) -> Mapping[ResourceKey, ServiceEndpoint]:
+        """URL and health of each deployed service (health `absent` when it is not there)."""
+        ...
+
+
+class RepositoryCatalogue(Protocol):
+    """The tracked repositories, and one lock per repository (one reconcile at a time)."""
+
+    def repo(self, name: str) -> RepoRef:
+        """A tracked repository (ConfigError when it is not tracked)."""
+        ...
+
+    def repos(self) -> list[RepoRef]:
+        """Every tracked repository."""
+        ...
+
+    def lock(self, repo: str, *, wait: bool = True) -> AbstractContextManager[None]:
+        """Hold `repo` for one reconcile; TransientError when `wait` is off and it is held."""
+        ...
+
+
+class DeployedStateReader(Protocol):
+    """What the controller deployed, as the ledger remembers it."""
+
+    def deployed_state(self, repo: str) -> DeployedState:
+        """Every resource live for `repo`, with its hash, commit and body."""
+        ...
+
+    def applied_commit(self, repo: str) -> str | None:
+        """The commit whose resources are live (None before the first successful sync)."""
+        ...
+
+
+class RunRecorder(Protocol):
+    """The diary of runs: each opened, its outcomes recorded as they happen, closed once."""
+
+    def begin_run(self, repo: str, trigger: Trigger) -> int:
+        """Open a run; returns its id."""
+        ...
+
+    def set_attempted(self, run_id: int, repo: str, commit: str) -> None:
+        """Note the commit the run works on (the repository's attempted commit)."""
+        ...
+
+    def record(self, run_id: int, outcome: ResourceOutcome, resource: Resource | None, commit: str) -> None:
+        """Record one resource's outcome; an ok outcome updates what is deployed."""
+        ...
+
+    def finish_run(
+        self,
+        run_id: int,
+        repo: str,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        summary: Mapping[str, Any] | None = None,
+        applied_commit: str | None = None,
+        drift: Sequence[str] | None = None,
+    ) -> None:
+        """Close a run; `applied_commit` moves what is live, `drift` replaces the drift noted."""
+        ...
+
+    def set_drift(self, repo: str, drift: Sequence[str]) -> None:
+        """Note what drifted, seen outside a run."""
+        ...
+
+
+class DeliveryInbox(Protocol):
+    """Webhook deliveries, kept before they are acknowledged and closed once a run covers them."""
+
+    def queued_deliveries(self) -> list[Delivery]:
+        """Deliveries accepted but not processed (a crash left them)."""
+        ...
+
+    def finish_deliveries(
+        self,
+        ids: list[int],
+        status: DeliveryStatus,
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """Close deliveries with why (and a check's result)."""
+        ...
+
+
+class LedgerPort(RepositoryCatalogue, DeployedStateReader, RunRecorder, DeliveryInbox, Protocol):
+    """Every role of the ledger the reconciler uses (controller.ledger.Ledger, tests.fakes.FakeLedger)."""
