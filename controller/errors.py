@@ -3,6 +3,7 @@
 LiminalError
  ├── InputError(problems)      a bad liminal.yml: stalled until a new commit arrives
  ├── TransientError(retry_after) the world is not ready (network, service): retry later
+ ├── SourceError               the repository cannot give the wanted commit: waits for a change
  ├── TargetError(key)          a target refused or failed to apply one resource
  └── ConfigError               the controller itself is misconfigured: exit code 2
 """
@@ -13,7 +14,15 @@ from collections.abc import Iterable
 
 from controller.model import Problem
 
-__all__ = ["ConfigError", "InputError", "LiminalError", "TargetError", "TransientError", "short_reason"]
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "LiminalError",
+    "SourceError",
+    "TargetError",
+    "TransientError",
+    "short_reason",
+]
 
 
 class LiminalError(Exception):
@@ -38,6 +47,11 @@ class TransientError(LiminalError):
     def __init__(self, message: str, retry_after: float = 30.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SourceError(LiminalError):
+    """The repository cannot give the wanted commit (branch deleted, ref missing, a URL refused).
+    Not retried: it waits for a new commit or an operator."""
 
 
 class TargetError(LiminalError):

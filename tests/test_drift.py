@@ -176,3 +176,24 @@ def test_the_running_controller_restores_a_hand_edited_dag_and_a_stopped_contain
         assert liminal("repo", "set", repo, "--self-heal", env=env).returncode == 0
         _until("the DAG to be restored", lambda: payload.read_text() == deployed)
         _until("the drift to clear", lambda: _get(f"{url}/api/v1/repositories/{repo}")["state"] == "synced")
+
+
+def test_liminal_plan_shows_the_drift_and_the_next_sync_does_exactly_that(tmp_path: Path, ledger: Ledger) -> None:
+    remote = example_remote(tmp_path)
+    env = cli_env(tmp_path, ledger, LIMINAL_IMAGES="off")
+    assert liminal("repo", "add", str(remote), "--name", "hello", env=env).returncode == 0
+    assert liminal("sync", env=env).returncode == 0
+    _edit_by_hand(_payload(tmp_path, "hello"))
+    shown = liminal("plan", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "  ~ update dag/hello_training   (drift: the live copy differs; restoring it)" in shown.stdout
+    assert shown.stdout.endswith("Plan: 0 to create, 1 to update, 0 to delete.\n")
+    (planned,) = json.loads(liminal("plan", "--format", "json", env=env).stdout)
+    assert planned["drift"] == ["dag/hello_training"]
+    changes = [(c["action"], f"{c['kind']}/{c['name']}") for c in planned["changes"]]
+    assert liminal("sync", env=env).returncode == 0
+    run = ledger.history("hello", limit=1)[0]
+    assert [(str(o.action), f"{o.key.kind}/{o.key.name}") for o in run.outcomes] == changes
+    assert run.summary["healed"] == ["dag/hello_training"]
+    after = liminal("plan", env=env)
+    assert after.stdout.endswith("No changes: what is deployed matches git.\n")

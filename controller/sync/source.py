@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from controller.errors import LiminalError, TransientError
+from controller.errors import LiminalError, SourceError, TransientError
 from controller.model import RepoRef, Snapshot
 
 __all__ = [
@@ -54,10 +54,6 @@ case "$1" in
   *) printf '%s\\n' "$LIMINAL_GIT_ASKPASS_PASSWORD" ;;
 esac
 """
-
-
-class SourceError(LiminalError):
-    """The repository cannot give the wanted commit (branch deleted, ref missing). Not retried."""
 
 
 @dataclass(frozen=True, slots=True)
