@@ -497,8 +497,9 @@ def serve(listen: str | None, workers: int) -> None:
     import uvicorn
 
     from controller.api import ServeSettings, make_app
+    from controller.ports import StatusReporter
     from controller.sync.loop import ReconcileLoop
-    from webhooks.status import GitHubStatuses, GitLabStatuses, StatusReporter
+    from webhooks.status import GitHubStatuses, GitLabStatuses
 
     try:
         settings = controller_settings()
@@ -560,7 +561,7 @@ def _configure_logging() -> None:
     secrets = secret_values()
 
     def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        from controller.sync.source import sanitize
+        from controller.errors import sanitize
 
         # no configured credential reaches a log line, whatever field it hides in
         if secrets:

@@ -10,6 +10,7 @@ LiminalError
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from controller.model import Problem
@@ -21,6 +22,8 @@ __all__ = [
     "SourceError",
     "TargetError",
     "TransientError",
+    "retry_after_of",
+    "sanitize",
     "short_reason",
 ]
 
@@ -64,6 +67,20 @@ class TargetError(LiminalError):
 
 class ConfigError(LiminalError):
     """The controller's own configuration or command-line usage is wrong (exit code 2)."""
+
+
+def retry_after_of(exc: LiminalError) -> float | None:
+    """When to try again after `exc`: its `retry_after` if it is temporary, else None (permanent)."""
+    return exc.retry_after if isinstance(exc, TransientError) else None
+
+
+def sanitize(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with URL user-info and every secret replaced by `***`."""
+    out = re.sub(r"(?i)(https?://)[^/@\s]+@", r"\1***@", text)
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "***")
+    return out
 
 
 def short_reason(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "BuildRecord",
     "BuildStatus",
     "Change",
+    "CommitStatus",
     "ContextFile",
     "DagFile",
     "DeliveryKind",
@@ -58,6 +59,7 @@ __all__ = [
     "Spec",
     "SyncRun",
     "System",
+    "TargetResult",
     "Task",
     "Trigger",
     "Volume",
@@ -714,6 +716,28 @@ class BuildStatus(enum.StrEnum):
     BUILT = "built"
     PUSHED = "pushed"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStatus:
+    """A pull-request check's verdict as a commit status: `state` is pending, success, failure or
+    error (GitHub's words; GitLab's are mapped)."""
+
+    state: str
+    description: str
+    target_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """What a target reports for one resource it applied or deleted: the code and why. `apply`
+    makes the outcome of it (the plan knows the action and the hash)."""
+
+    key: ResourceKey
+    code: ResultCode
+    message: str = ""
+    retry_after: float | None = None
+    """Set when the failure is temporary (a target unreachable): the loop retries after this long."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ fast tests (tests/fakes.py) implement them too.
 - `Source`               commits: fetch a branch or a pull request's head, check a commit out
 - `Target`               one kind of resource: observe / apply / delete
 - `ServiceTarget`        a target that serves what it deploys: where each service answers
+- `StatusReporter`       where a pull request's check verdict is posted (GitHub, GitLab)
 - `RunRecorder`          the ledger as the diary of runs: open, record outcomes, close
 - `DeployedStateReader`  the ledger as the memory of what is live
 - `RepositoryCatalogue`  the ledger as the list of tracked repositories, and their locks
@@ -19,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from controller.model import (
+    CommitStatus,
     Delivery,
     DeliveryStatus,
     Deployed,
@@ -30,6 +32,7 @@ from controller.model import (
     RunStatus,
     ServiceEndpoint,
     Snapshot,
+    TargetResult,
     Trigger,
 )
 
@@ -41,6 +44,7 @@ __all__ = [
     "RunRecorder",
     "ServiceTarget",
     "Source",
+    "StatusReporter",
     "Target",
 ]
 
@@ -80,14 +84,14 @@ class Target(Protocol):
         """The content hash each desired resource has on the target now (None when absent or unknown)."""
         ...
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Make the resources live (`source` is the checkout they were rendered from), yielding one
-        outcome per resource as each completes; a resource that fails is a FAILED outcome. A target
-        may work on several at once (parallel builds, one Airflow parse for a repository's DAGs)."""
+        result per resource as each completes (APPLIED, or FAILED with why). A target may work on
+        several at once (parallel builds, one Airflow parse for a repository's DAGs)."""
         ...
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
-        """Remove a resource that git no longer has."""
+    def delete(self, deployed: Deployed) -> TargetResult:
+        """Remove a resource that git no longer has (DELETED, or FAILED with why)."""
         ...
 
 
@@ -97,6 +101,14 @@ class ServiceTarget(Target, Protocol):
 
     def endpoints(self, deployed: Sequence[Deployed]) -> Mapping[ResourceKey, ServiceEndpoint]:
         """URL and health of each deployed service (health `absent` when it is not there)."""
+        ...
+
+
+class StatusReporter(Protocol):
+    """Posts a commit status to where the pull request lives (webhooks.status: GitHub, GitLab)."""
+
+    def post(self, project: str, sha: str, status: CommitStatus) -> None:
+        """Set the status of `sha` in `project` (GitHub `owner/name`, GitLab project id)."""
         ...
 
 

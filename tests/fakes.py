@@ -15,9 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from controller.errors import ConfigError, LiminalError, SourceError, TransientError
+from controller.errors import ConfigError, LiminalError, SourceError, TransientError, retry_after_of
 from controller.model import (
-    Action,
     Delivery,
     DeliveryStatus,
     Deployed,
@@ -30,6 +29,7 @@ from controller.model import (
     ResultCode,
     RunStatus,
     Snapshot,
+    TargetResult,
     Trigger,
 )
 
@@ -240,26 +240,23 @@ class FakeTarget:
             raise self.observe_error
         return {r.key: self.live.get(r.key) for r in resources}
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         for resource in resources:
             error = self.failing.get(resource.key.name)
             if error is not None:
-                retry = error.retry_after if isinstance(error, TransientError) else None
-                yield ResourceOutcome(
-                    resource.key, Action.UPDATE, ResultCode.FAILED, resource.content_hash, str(error), retry_after=retry
-                )
+                yield TargetResult(resource.key, ResultCode.FAILED, str(error), retry_after_of(error))
                 continue
             self.live[resource.key] = resource.content_hash
             self.applied.append(f"{resource.key.kind}/{resource.key.name}")
-            yield ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, "applied")
+            yield TargetResult(resource.key, ResultCode.APPLIED, "applied")
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         error = self.failing.get(deployed.key.name)
         if error is not None:
             raise error
         self.live.pop(deployed.key, None)
         self.deleted.append(f"{deployed.key.kind}/{deployed.key.name}")
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "deleted")
+        return TargetResult(deployed.key, ResultCode.DELETED, "deleted")
 
 
 def fake_targets(*kinds: ResourceKind) -> dict[ResourceKind, FakeTarget]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, sanitize
 from controller.ledger import Ledger
 from controller.model import Action, Origin, RepoRef, ResourceKind, RunStatus, Trigger
 from controller.render import RenderSettings
@@ -19,7 +19,7 @@ from controller.sync.cache import RenderCache
 from controller.sync.deps import Deps, desired_for
 from controller.sync.plan import plan
 from controller.sync.reconcile import reconcile
-from controller.sync.source import GitCredentials, GitSource, sanitize
+from controller.sync.source import GitCredentials, GitSource
 from controller.targets.dag_folder import DagFolderTarget
 from tests.conftest import TEST_REMOTES, commit_all, example_remote, git, make_deps
 from tests.git_http import serve_git, url_of

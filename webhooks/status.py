@@ -7,33 +7,16 @@ never appear in an error. An unreachable API or a 5xx is a TransientError; a ref
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import httpx
 
 from controller.errors import TargetError, TransientError
+from controller.model import CommitStatus
 
-__all__ = ["CONTEXT", "CommitStatus", "GitHubStatuses", "GitLabStatuses", "StatusReporter"]
+__all__ = ["CONTEXT", "GitHubStatuses", "GitLabStatuses"]
 
 CONTEXT = "liminal-gitops/plan"
-
-
-@dataclass(frozen=True, slots=True)
-class CommitStatus:
-    """`state` is pending, success, failure or error (GitHub's words; GitLab's are mapped)."""
-
-    state: str
-    description: str
-    target_url: str | None = None
-
-
-class StatusReporter(Protocol):
-    """Posts a commit status to where the pull request lives."""
-
-    def post(self, project: str, sha: str, status: CommitStatus) -> None:
-        """Set the status of `sha` in `project` (GitHub `owner/name`, GitLab project id)."""
-        ...
 
 
 class GitHubStatuses:

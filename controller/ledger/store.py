@@ -134,6 +134,15 @@ class Ledger:
         """Release every connection."""
         self.engine.dispose()
 
+    def problem(self) -> str | None:
+        """Why the ledger cannot answer now (None when it can): what `/readyz` reports."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return f"ledger unreachable: {type(exc).__name__}"
+        return None
+
     # ---- repositories ------------------------------------------------------------------------
 
     def add_repo(self, ref: RepoRef) -> None:
@@ -332,6 +341,17 @@ class Ledger:
                     seconds=record.seconds,
                 )
             )
+
+    def build_counts(self) -> dict[str, int]:
+        """Image builds recorded, by status (empty when the ledger cannot answer: a scrape never fails)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(t.image_builds.c.status, sa.func.count()).group_by(t.image_builds.c.status)
+                ).all()
+        except sa.exc.SQLAlchemyError:
+            return {}
+        return {str(status): int(count) for status, count in rows}
 
     def builds(self, repo: str) -> list[dict[str, Any]]:
         """The repository's image builds, oldest first."""

@@ -8,15 +8,14 @@ Deletes (pruning) run last, newest wave first, and only when nothing failed.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from controller.errors import LiminalError, TransientError
+from controller.errors import LiminalError, retry_after_of
 from controller.model import (
     Action,
     Change,
+    Deployed,
     DeployedState,
     DesiredState,
     Plan,
@@ -26,10 +25,11 @@ from controller.model import (
     ResourceOutcome,
     ResultCode,
     Snapshot,
+    TargetResult,
 )
 from controller.ports import Target
 
-__all__ = ["ApplyResult", "Recorder", "apply", "each"]
+__all__ = ["ApplyResult", "Recorder", "apply"]
 
 
 Recorder = Callable[[ResourceOutcome, Resource | None], None]
@@ -81,9 +81,13 @@ def apply(
                 resource = wanted[change.key]
                 blocked = [d for d in resource.depends_on if d in failed]
                 if blocked:
-                    done(_outcome(change, ResultCode.SKIPPED, f"waits for {blocked[0]}, which failed"), None)
+                    skipped = TargetResult(change.key, ResultCode.SKIPPED, f"waits for {blocked[0]}, which failed")
+                    done(_outcome(change, skipped), None)
                 elif observed.get(change.key) == resource.content_hash:
-                    done(_outcome(change, ResultCode.IN_SYNC, "already live (adopted)"), resource)
+                    done(
+                        _outcome(change, TargetResult(change.key, ResultCode.IN_SYNC, "already live (adopted)")),
+                        resource,
+                    )
                 else:
                     todo[change.key] = change
             if todo:
@@ -93,11 +97,10 @@ def apply(
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
     for change in deletes:
         if failed:
-            done(_outcome(change, ResultCode.SKIPPED, "not pruned: another change failed in this run"), None)
+            kept = TargetResult(change.key, ResultCode.SKIPPED, "not pruned: another change failed in this run")
+            done(_outcome(change, kept), None)
             continue
-        current = deployed.resources[change.key]
-        target = targets[change.key.kind]
-        done(_try(functools.partial(target.delete, current), change), None)
+        done(_delete(targets[change.key.kind], deployed.resources[change.key], change), None)
     return ApplyResult(tuple(outcomes))
 
 
@@ -106,25 +109,13 @@ def _apply_group(
 ) -> Iterator[ResourceOutcome]:
     reported: set[ResourceKey] = set()
     try:
-        for outcome in target.apply(resources, source):
-            reported.add(outcome.key)
-            # the target says what happened; the plan says whether it was a create or an update
-            yield dataclasses.replace(outcome, action=changes[outcome.key].action)
+        for result in target.apply(resources, source):
+            reported.add(result.key)
+            yield _outcome(changes[result.key], result)
     except LiminalError as exc:
         for key, change in changes.items():
             if key not in reported:
-                yield dataclasses.replace(_outcome(change, ResultCode.FAILED, str(exc)), retry_after=_retry(exc))
-
-
-def each(resources: Sequence[Resource], one: Callable[[Resource], ResourceOutcome]) -> Iterator[ResourceOutcome]:
-    """Apply resources one at a time, a failure (LiminalError) becoming that resource's FAILED outcome."""
-    for resource in resources:
-        try:
-            yield one(resource)
-        except LiminalError as exc:
-            yield ResourceOutcome(
-                resource.key, Action.UPDATE, ResultCode.FAILED, resource.content_hash, str(exc), retry_after=_retry(exc)
-            )
+                yield _outcome(change, TargetResult(key, ResultCode.FAILED, str(exc), retry_after_of(exc)))
 
 
 def _observe(target: Target, resources: list[Resource]) -> Mapping[ResourceKey, str | None]:
@@ -134,16 +125,15 @@ def _observe(target: Target, resources: list[Resource]) -> Mapping[ResourceKey, 
         return {}  # cannot observe: apply everything in the group, which is idempotent
 
 
-def _try(call: Callable[[], ResourceOutcome], change: Change) -> ResourceOutcome:
+def _delete(target: Target, deployed: Deployed, change: Change) -> ResourceOutcome:
     try:
-        return dataclasses.replace(call(), action=change.action)
+        return _outcome(change, target.delete(deployed))
     except LiminalError as exc:
-        return dataclasses.replace(_outcome(change, ResultCode.FAILED, str(exc)), retry_after=_retry(exc))
+        return _outcome(change, TargetResult(change.key, ResultCode.FAILED, str(exc), retry_after_of(exc)))
 
 
-def _retry(exc: LiminalError) -> float | None:
-    return exc.retry_after if isinstance(exc, TransientError) else None
-
-
-def _outcome(change: Change, code: ResultCode, message: str) -> ResourceOutcome:
-    return ResourceOutcome(change.key, change.action, code, change.desired_hash, message)
+def _outcome(change: Change, result: TargetResult) -> ResourceOutcome:
+    """The outcome of a change: what the plan meant to do, and what the target says happened."""
+    return ResourceOutcome(
+        change.key, change.action, result.code, change.desired_hash, result.message, retry_after=result.retry_after
+    )

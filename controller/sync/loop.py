@@ -29,12 +29,12 @@ from typing import Any
 import structlog
 
 from controller.errors import LiminalError
-from controller.model import Delivery, DeliveryKind, DeliveryStatus, Trigger
+from controller.model import CommitStatus, Delivery, DeliveryKind, DeliveryStatus, Trigger
+from controller.ports import StatusReporter
 from controller.sync.check import CheckResult, check_pull_request
 from controller.sync.deps import Deps
 from controller.sync.reconcile import RunResult, observe_drift, reconcile
 from controller.sync.requeue import requeue
-from webhooks.status import CommitStatus, StatusReporter
 
 __all__ = ["LoopStats", "ReconcileLoop"]
 

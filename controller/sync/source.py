@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from controller.errors import LiminalError, SourceError, TransientError
+from controller.errors import SourceError, TransientError, sanitize
 from controller.model import RepoRef, Snapshot
 
 __all__ = [
@@ -135,15 +135,6 @@ class GitCredentials:
 
     def __repr__(self) -> str:
         return f"GitCredentials(token={'***' if self.token else None}, ssh_key_file={self.ssh_key_file!r})"
-
-
-def sanitize(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with URL user-info and every secret replaced by `***`."""
-    out = re.sub(r"(?i)(https?://)[^/@\s]+@", r"\1***@", text)
-    for secret in secrets:
-        if secret:
-            out = out.replace(secret, "***")
-    return out
 
 
 def extract_tar(data: bytes, dest: Path) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from controller.errors import LiminalError, TargetError, TransientError
-from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
+from controller.model import DagFile, Deployed, Resource, ResourceKey, ResultCode, Snapshot, TargetResult
 from controller.render.dag_loader import PIPELINE_ERROR_MARK
 from controller.render.dags import repo_loader
 from controller.targets.airflow_api import AirflowApi, DagInfo, ImportErrorInfo
@@ -80,7 +80,7 @@ class AirflowTarget:
 
     # ---- apply ----------------------------------------------------------------------------------
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Write the payloads, have Airflow parse the repository's loader file, and report per DAG."""
         by_repo: dict[str, list[Resource]] = {}
         for r in resources:
@@ -88,7 +88,7 @@ class AirflowTarget:
         for repo, group in by_repo.items():
             yield from self._apply_repo(repo, group)
 
-    def _apply_repo(self, repo: str, resources: list[Resource]) -> Iterator[ResourceOutcome]:
+    def _apply_repo(self, repo: str, resources: list[Resource]) -> Iterator[TargetResult]:
         loader = repo_loader(repo)[0]
         bound = log.bind(repo=repo, file=loader)
         before = self._dags_of_file(repo, loader)
@@ -131,7 +131,7 @@ class AirflowTarget:
         for r in pending.values():
             self._set_pause(r)
             message = f"live in Airflow ({loader})"
-            yield ResourceOutcome(r.key, Action.UPDATE, ResultCode.APPLIED, r.content_hash, message)
+            yield TargetResult(r.key, ResultCode.APPLIED, message)
         bound.info("airflow.parsed", dags=len(pending), ok=parse.ok, seconds=round(time.monotonic() - started, 3))
 
     def _clash(self, dag_id: str, loader: str) -> str | None:
@@ -186,7 +186,7 @@ class AirflowTarget:
 
     # ---- delete ---------------------------------------------------------------------------------
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Pause the DAG, remove its payload, let Airflow parse the file without it, then delete the DAG."""
         dag_id, repo = deployed.key.name, deployed.key.repo
         loader = repo_loader(repo)[0]
@@ -198,7 +198,7 @@ class AirflowTarget:
         others = {k: v for k, v in before.items() if k != dag_id and not v.is_stale}
         if current is None:
             # not ours in Airflow (absent, or another file's DAG of that id): only our payload goes
-            return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "payload removed")
+            return TargetResult(deployed.key, ResultCode.DELETED, "payload removed")
         if others and self.folder.loader_path(repo).exists():
             # the file must be parsed without it first, or the next parse would define it again
             mark = max((d.last_parsed_time for d in others.values() if d.last_parsed_time), default=None)
@@ -209,7 +209,7 @@ class AirflowTarget:
                     raise TransientError(f"Airflow did not parse {loader} within {self.parse_timeout:g} s", 30)
                 time.sleep(_POLL)
         self.api.delete_dag(dag_id)
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "paused and deleted in Airflow")
+        return TargetResult(deployed.key, ResultCode.DELETED, "paused and deleted in Airflow")
 
 
 def _parsed_since(now: Mapping[str, DagInfo], others: Mapping[str, DagInfo], mark: dt.datetime | None) -> bool:
@@ -248,5 +248,5 @@ def _dag_of(resource: Resource) -> DagFile:
     return resource.artifact
 
 
-def _failed(r: Resource, message: str) -> ResourceOutcome:
-    return ResourceOutcome(r.key, Action.UPDATE, ResultCode.FAILED, r.content_hash, message)
+def _failed(r: Resource, message: str) -> TargetResult:
+    return TargetResult(r.key, ResultCode.FAILED, message)

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from controller.errors import TargetError
-from controller.model import Action, DagFile, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
+from controller.model import DagFile, Deployed, Resource, ResourceKey, ResultCode, Snapshot, TargetResult
 from controller.names import is_dag_id
 from controller.render.dags import repo_loader, repo_payload_folder
-from controller.sync.apply import each
+from controller.targets import each
 
 __all__ = ["DagFolderTarget", "stamped_hash", "write_atomic"]
 
@@ -65,21 +65,21 @@ class DagFolderTarget:
                 out[r.key] = stamp
         return out
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Write each payload (and the loader file when missing or changed)."""
         return each(resources, self._apply_one)
 
-    def _apply_one(self, resource: Resource) -> ResourceOutcome:
+    def _apply_one(self, resource: Resource) -> TargetResult:
         self.write(resource.key, _dag_of(resource).payload)
         # the engine sets the action (create or update) from the plan
         path = str(self.payload_path(resource.key))
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, path)
+        return TargetResult(resource.key, ResultCode.APPLIED, path)
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Remove the payload (absent already counts as removed); the loader file goes with the last one."""
         self.write(deployed.key, None)
         path = str(self.payload_path(deployed.key))
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, path)
+        return TargetResult(deployed.key, ResultCode.DELETED, path)
 
     # ---- used by the Airflow target ---------------------------------------------------------
 

@@ -22,20 +22,19 @@ import structlog
 
 from controller.errors import TargetError
 from controller.model import (
-    Action,
     Deployed,
     Health,
     Resource,
     ResourceKey,
     ResourceKind,
-    ResourceOutcome,
     ResultCode,
     ServiceEndpoint,
     Snapshot,
+    TargetResult,
 )
 from controller.render.images import SERVE_PORT
 from controller.render.services import ANNOTATION_HASH, HEALTHCHECK_SCRIPT, LABEL_REPO, MANAGED_BY, label_value
-from controller.sync.apply import each
+from controller.targets import each
 from controller.targets.engine import Engine, unreachable
 
 __all__ = ["DockerServingTarget"]
@@ -100,11 +99,11 @@ class DockerServingTarget:
 
     # ---- apply ------------------------------------------------------------------------------------
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Roll each service out to its desired version."""
         return each(resources, self._apply_one)
 
-    def _apply_one(self, resource: Resource) -> ResourceOutcome:
+    def _apply_one(self, resource: Resource) -> TargetResult:
         spec = _spec(resource)
         bound = log.bind(repo=resource.key.repo, service=resource.key.name, image=spec["image"])
         try:
@@ -132,7 +131,7 @@ class DockerServingTarget:
         except docker.errors.DockerException as exc:
             raise unreachable(exc) from exc
         message = f"serving at {_url(proxy)}"
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, message)
+        return TargetResult(resource.key, ResultCode.APPLIED, message)
 
     def _proxy(self, resource: Resource, spec: Mapping[str, Any]) -> Any:
         host, port = spec["ports"][f"{SERVE_PORT}/tcp"]
@@ -194,14 +193,14 @@ class DockerServingTarget:
 
     # ---- delete -----------------------------------------------------------------------------------
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Stop and remove the service's proxy and app containers."""
         try:
             for container in self.client.containers.list(all=True, filters={"label": _selector(deployed.key)}):
                 container.remove(force=True)
         except docker.errors.DockerException as exc:
             raise unreachable(exc) from exc
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "containers removed")
+        return TargetResult(deployed.key, ResultCode.DELETED, "containers removed")
 
     # ---- engine -----------------------------------------------------------------------------------
 

@@ -23,9 +23,8 @@ import docker
 import docker.errors
 import structlog
 
-from controller.errors import TargetError, TransientError
+from controller.errors import TargetError, TransientError, sanitize
 from controller.model import (
-    Action,
     BuildRecord,
     BuildStatus,
     ContextFile,
@@ -33,12 +32,11 @@ from controller.model import (
     ImageBuild,
     Resource,
     ResourceKey,
-    ResourceOutcome,
     ResultCode,
     Snapshot,
+    TargetResult,
 )
-from controller.sync.apply import each
-from controller.sync.source import sanitize
+from controller.targets import each
 from controller.targets.engine import Engine, unreachable
 
 __all__ = ["BuildProgress", "BuildRecord", "ImageTarget", "RegistryAuth", "context_tar"]
@@ -107,7 +105,7 @@ class ImageTarget:
             out[resource.key] = resource.content_hash if found else None
         return out
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Build and push up to `parallelism` images at a time; outcomes as each completes."""
         one = functools.partial(self._apply_one, source=source)
         if self.parallelism <= 1 or len(resources) <= 1:
@@ -118,7 +116,7 @@ class ImageTarget:
             for future in as_completed(futures):
                 yield future.result()
 
-    def _apply_one(self, resource: Resource, source: Snapshot) -> ResourceOutcome:
+    def _apply_one(self, resource: Resource, source: Snapshot) -> TargetResult:
         """Build (unless the engine has the tag already), then push when the tag names a registry."""
         build = _build_of(resource)
         bound = log.bind(repo=resource.key.repo, commit=source.commit[:12], image=build.name, tag=build.tag)
@@ -144,12 +142,12 @@ class ImageTarget:
             )
         message = f"{'built' if built else 'found'} {build.tag}" + (f", pushed {digest}" if digest else "")
         self._progress(build, "done", f"{message} in {time.perf_counter() - started:.1f} s")
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, message)
+        return TargetResult(resource.key, ResultCode.APPLIED, message)
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Images are immutable and may serve a rollback: removing one from git keeps it (as
         Argo CD and Flux leave registries alone); only the ledger forgets it."""
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, "kept in the registry")
+        return TargetResult(deployed.key, ResultCode.DELETED, "kept in the registry")
 
     # ---- engine and registry -------------------------------------------------------------
 

@@ -26,18 +26,17 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.errors import TargetError, TransientError, short_reason
 from controller.model import (
-    Action,
     Deployed,
     Health,
     Resource,
     ResourceKey,
-    ResourceOutcome,
     ResultCode,
     ServiceEndpoint,
     Snapshot,
+    TargetResult,
 )
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
-from controller.sync.apply import each
+from controller.targets import each
 
 __all__ = ["APPLY", "FIELD_MANAGER", "ClusterApi", "KubernetesTarget", "api_client_from_config"]
 
@@ -130,11 +129,11 @@ class KubernetesTarget(ClusterApi):
 
     # ---- apply ------------------------------------------------------------------------------------
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Server-side apply each service's objects, then wait for its rollout."""
         return each(resources, self._apply_one)
 
-    def _apply_one(self, resource: Resource) -> ResourceOutcome:
+    def _apply_one(self, resource: Resource) -> TargetResult:
         manifests = _manifests(resource.key, resource.body)
         for manifest in manifests:
             self._call(resource.key, functools.partial(self._server_side_apply, manifest))
@@ -143,7 +142,7 @@ class KubernetesTarget(ClusterApi):
             self._wait_rollout(resource.key, deployment)
         meta = manifests[0]["metadata"]
         message = f"applied to namespace {meta['namespace']} (field manager {FIELD_MANAGER}); rollout complete"
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, message)
+        return TargetResult(resource.key, ResultCode.APPLIED, message)
 
     def _server_side_apply(self, manifest: Mapping[str, Any]) -> Any:
         meta = manifest["metadata"]
@@ -171,7 +170,7 @@ class KubernetesTarget(ClusterApi):
 
     # ---- delete -----------------------------------------------------------------------------------
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Delete the service's objects that carry our labels (found by label: only what we made)."""
         manifests = _manifests(deployed.key, deployed.body)
         namespace = manifests[0]["metadata"]["namespace"] if manifests else "default"
@@ -194,7 +193,7 @@ class KubernetesTarget(ClusterApi):
                 self._call(deployed.key, functools.partial(_gone_ok, delete, item.metadata.name, namespace))
                 removed.append(f"{kind}/{item.metadata.name}")
         message = f"deleted {', '.join(removed)}" if removed else "nothing of ours was left"
-        return ResourceOutcome(deployed.key, Action.DELETE, ResultCode.DELETED, None, message)
+        return TargetResult(deployed.key, ResultCode.DELETED, message)
 
     # ---- API --------------------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from controller.errors import TargetError, TransientError, short_reason
-from controller.model import Action, Deployed, Resource, ResourceKey, ResourceOutcome, ResultCode, Snapshot
+from controller.model import Deployed, Resource, ResourceKey, ResultCode, Snapshot, TargetResult
 from controller.render.services import ANNOTATION_HASH, LABEL_REPO, MANAGED_BY, label_value
-from controller.sync.apply import each
+from controller.targets import each
 from controller.targets.kubernetes import APPLY, FIELD_MANAGER, ClusterApi
 
 __all__ = ["KubernetesNeeds"]
@@ -55,11 +55,11 @@ class KubernetesNeeds(ClusterApi):
             out[r.key] = r.content_hash if fine else None
         return out
 
-    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[ResourceOutcome]:
+    def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Apply what git makes; check what it only requires."""
         return each(resources, self._apply_one)
 
-    def _apply_one(self, resource: Resource) -> ResourceOutcome:
+    def _apply_one(self, resource: Resource) -> TargetResult:
         done: list[str] = []
         for kind, name, namespace, made in _objects(resource):
             live = self._call(resource.key, functools.partial(self._get, kind, name, namespace))
@@ -74,15 +74,13 @@ class KubernetesNeeds(ClusterApi):
                 body = _stamped(made, resource.content_hash)
                 self._call(resource.key, functools.partial(self._apply, kind, name, namespace, body))
                 done.append(f"{where} applied")
-        return ResourceOutcome(resource.key, Action.UPDATE, ResultCode.APPLIED, resource.content_hash, "; ".join(done))
+        return TargetResult(resource.key, ResultCode.APPLIED, "; ".join(done))
 
-    def delete(self, deployed: Deployed) -> ResourceOutcome:
+    def delete(self, deployed: Deployed) -> TargetResult:
         """Nothing is deleted: claims and volumes hold data, and secrets were never ours."""
-        return ResourceOutcome(
+        return TargetResult(
             deployed.key,
-            Action.DELETE,
             ResultCode.DELETED,
-            None,
             "no longer used; left in the cluster (claims hold data, secrets are not the controller's)",
         )
 
