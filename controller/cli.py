@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import structlog
 
 from controller.config import (
     ControllerSettings,
@@ -39,11 +38,7 @@ from controller.model import (
     Trigger,
 )
 from controller.names import is_repo_name
-from controller.render import ServingTarget, render
-from controller.render_output import resources_index, write_render
-from controller.spec.load import discover, load
-from controller.spec.show import spec_as_json, spec_as_text
-from controller.views import preview_text, run_json
+from controller.render.settings import ServingTarget
 
 if TYPE_CHECKING:
     from controller.ledger import Ledger
@@ -84,6 +79,8 @@ def _load(paths: Sequence[str]) -> Spec:
 
 
 def _load_with_root(paths: Sequence[str]) -> tuple[Spec, Path]:
+    from controller.spec.load import discover, load
+
     files = discover([Path(p) for p in paths or ["."]])
     if not files:
         raise ConfigError(f"no liminal.yml or liminal.yaml found under: {', '.join(paths or ['.'])}")
@@ -93,10 +90,17 @@ def _load_with_root(paths: Sequence[str]) -> tuple[Spec, Path]:
     return load(files, placeholder_environ()), files[0].root
 
 
+QUIET_COMMANDS = frozenset({"validate", "show", "render"})
+"""Commands that run only the pure stages: they never log, so they do not load the logging library."""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="liminal-gitops")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Liminal GitOps controller: liminal.yml in git -> images, Airflow DAGs and services."""
+    if ctx.invoked_subcommand not in QUIET_COMMANDS:
+        _configure_logging()
 
 
 @cli.command()
@@ -134,6 +138,8 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def show(paths: tuple[str, ...], fmt: str) -> None:
     """Print the resolved spec (after super files, defaults and variables), as `helm template` does."""
+    from controller.spec.show import spec_as_json, spec_as_text
+
     try:
         spec = _load(paths)
     except LiminalError as exc:
@@ -161,6 +167,9 @@ def render_command(*, path: str, out: str, repo: str | None, commit: str, servin
 
     Writes nothing anywhere else and deploys nothing.
     """
+    from controller.render import render
+    from controller.render_output import resources_index, write_render
+
     try:
         spec, root = _load_with_root([path])
         settings = render_settings()
@@ -283,6 +292,7 @@ def plan(repo: str | None, fmt: str) -> None:
     Exactly what the next `liminal sync` does: the same path plans both. Exit code 1 when a
     commit is invalid."""
     from controller.sync.preview import preview
+    from controller.views import preview_text
 
     try:
         deps, ledger = _deps()
@@ -361,6 +371,8 @@ def rollback(repo: str, to: str | None, no_sync: bool) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def history(repo: str | None, limit: int, resources: bool, fmt: str) -> None:
     """The newest sync runs first (or, with --resources, which commit each deployed resource came from)."""
+    from controller.views import run_json
+
     try:
         _, ledger = _deps()
         if repo is not None:
@@ -409,6 +421,8 @@ def builds(repo: str | None, limit: int, fmt: str) -> None:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 def status(repo: str | None, fmt: str) -> None:
     """Attempted and applied commits, last run and resource count per repository."""
+    from controller.views import run_json
+
     try:
         deps, ledger = _deps()
         found = [ledger.status(name) for name in _repo_names(ledger, repo)]
@@ -544,12 +558,16 @@ def serve(listen: str | None, workers: int) -> None:
         uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning", access_log=False)
     finally:
         loop.stop()
+    import structlog
+
     structlog.get_logger("liminal.serve").info(
         "serve.stopped", signal=signal.Signals(stop_signals[0]).name if stop_signals else None
     )
 
 
 def _configure_logging() -> None:
+    import structlog
+
     try:
         level = log_level()
     except ConfigError as exc:
@@ -595,5 +613,4 @@ def _configure_logging() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _configure_logging()
     cli(prog_name="liminal")

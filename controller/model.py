@@ -794,11 +794,6 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     INVALID = "invalid"
 
-    @property
-    def finished(self) -> bool:
-        """True once the run has ended."""
-        return self is not RunStatus.RUNNING
-
 
 @dataclass(frozen=True, slots=True)
 class SyncRun:

@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -107,6 +108,8 @@ class FakeRun:
     error: str | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
     outcomes: list[ResourceOutcome] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
 
 class FakeLedger:
@@ -192,6 +195,7 @@ class FakeLedger:
         with self._guard:
             run = self._run(run_id)
             run.status, run.error, run.summary = status, error, dict(summary or {})
+            run.finished = time.monotonic()
             if applied_commit is not None:
                 self._applied[repo] = applied_commit
             if drift is not None:

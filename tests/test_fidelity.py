@@ -16,7 +16,7 @@ import pytest
 from controller.errors import InputError
 from controller.model import ImageBuild, Origin, Problem, ResourceKind, Spec
 from controller.render import RenderSettings, ServingTarget, render
-from controller.render.dag_loader import fill_runtime
+from controller.render.dag_loader import runtime_filler
 from controller.spec.airflow_args import parse_duration
 from tests.conftest import LIMINAL, load_paths
 
@@ -191,7 +191,7 @@ def test_task_variables_are_filled_when_the_task_runs(write: Write) -> None:
     )
     task = loads(write, text).systems[0].pipelines[0].tasks[1]
     assert task.cmd == "echo {{v}}" and dict(task.variables) == {"v": "named"}
-    assert fill_runtime(task.cmd, {}, task.variables) == "echo named"
+    assert runtime_filler({}, task.variables)(task.cmd) == "echo named"
 
 
 def test_a_spark_task_with_cmd_is_refused(write: Write) -> None:

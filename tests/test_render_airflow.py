@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from controller.model import DagFile, Origin, ResourceKind
 from controller.render import RenderSettings, ServingTarget, render
-from controller.render.dag_loader import fill_runtime
+from controller.render.dag_loader import runtime_filler
 from controller.render.dags import split_dag_text
 from controller.spec import discover, load
 from tests.conftest import REPO
@@ -275,7 +275,7 @@ def test_run_time_names_are_filled_by_plain_lookup_only(text: str, expected: str
         "conf": "airflow-config",
         "var": "variables",
     }
-    assert fill_runtime(text, context) == expected
+    assert runtime_filler(context)(text) == expected
 
 
 def test_the_loader_fills_only_names_that_load_time_leaves_for_airflow() -> None:

@@ -11,7 +11,7 @@ import pytest
 from controller.config import placeholder_environ
 from controller.errors import InputError
 from controller.model import Pipeline, System, Task
-from controller.render.dag_loader import fill_runtime
+from controller.render.dag_loader import runtime_filler
 from tests.conftest import load_paths
 
 Write = Callable[[dict[str, str]], Path]
@@ -25,7 +25,7 @@ def one_system(path: Path, environ: dict[str, str] | None = None) -> System:
 
 def run_time(task: Task, text: str) -> str:
     """`text` as the task sees it when it runs without a DAG-run conf."""
-    return fill_runtime(text, {}, task.variables)
+    return runtime_filler({}, task.variables)(text)
 
 
 def one_pipeline(system: System) -> Pipeline:
@@ -71,7 +71,7 @@ def test_spark_demo_resolves_as_liminal(corpus: Path) -> None:
         run_time(train, train.cmd) == "python -u training.py --action train --input_uri '/mnt/gettingstartedvol/iris/'"
     )
     conf = {"dag_run": SimpleNamespace(conf={"training_data_path": "/other/"})}
-    assert fill_runtime(train.cmd, conf, train.variables).endswith("'/other/'")  # a run's conf wins
+    assert runtime_filler(conf, train.variables)(train.cmd).endswith("'/other/'")  # a run's conf wins
     assert pipeline.timeout_minutes == 45
     assert pipeline.schedule == "0 * 1 * *"
     assert pipeline.owner == "Bosco Albert Baracus"

@@ -251,6 +251,33 @@ def test_a_signature_that_cannot_be_one_is_refused_before_the_body(tmp_path: Pat
     assert answer.startswith("HTTP/1.1 401"), answer
 
 
+def test_a_ledger_held_by_another_writer_stalls_no_health_check(tmp_path: Path, sqlite_ledger: Ledger) -> None:
+    import sqlite3
+
+    path = sqlite_ledger.url.removeprefix("sqlite:///")
+    body = json.dumps({"zen": "held"}).encode()
+    with _serving(tmp_path, sqlite_ledger) as (url, _), _busy_cores():
+        holder = sqlite3.connect(path, timeout=5, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process writing: every ledger call of the controller waits
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                pings = [pool.submit(_post_github, url, body, event="ping") for _ in range(6)]
+                time.sleep(1)  # the deliveries now wait on the ledger, in the intake threads
+                waits = []
+                for _ in range(10):
+                    started = time.monotonic()
+                    assert _get(f"{url}/healthz", timeout=5) == 200
+                    waits.append(time.monotonic() - started)
+                assert not any(p.done() for p in pings)  # they really are waiting on the ledger
+                holder.execute("ROLLBACK")
+                statuses = [p.result(timeout=60)[0] for p in pings]
+        finally:
+            holder.close()
+    assert max(waits) < 1.0, waits  # answered on the event loop, whatever the ledger does
+    assert statuses == [202] * 6
+    assert len(sqlite_ledger.deliveries(50)) == 6  # each recorded once the ledger was free
+
+
 # ---- anonymous reads and a remote that hangs ---------------------------------------------------------
 
 

@@ -92,11 +92,6 @@ def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:
     return conf if isinstance(conf, Mapping) else {}
 
 
-def fill_runtime(text: str, context: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> str:
-    """`text` with its `{{ name }}` placeholders filled (see `runtime_filler`)."""
-    return runtime_filler(context, variables)(text)
-
-
 def runtime_filler(context: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> Callable[[str], str]:
     """What fills `{{ name }}` placeholders in a task's strings by plain lookup, in Liminal's order:
     the DAG run's conf (`{{name}}` is `conf["name"]`), then the task's variables, then Airflow's

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,6 @@ class ReconcileLoop:
         drift_interval: float = 60.0,
         jitter: float = 0.2,
         debounce: float = 0.5,
-        on_run: Callable[[RunResult, float], None] | None = None,
         reporters: Mapping[str, StatusReporter] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         max_checks: int = 64,
@@ -96,7 +95,6 @@ class ReconcileLoop:
         self._checks: deque[Delivery] = deque()
         self.max_checks = max_checks
         """Pull-request checks that may wait at once (each fetches and renders a head)."""
-        self.on_run = on_run or (lambda run, seconds: None)
         self.stats = LoopStats()
         self._repos: dict[str, _Repo] = {}
         self._cond = threading.Condition()
@@ -240,12 +238,18 @@ class ReconcileLoop:
         ready = [(n, s) for n, s in self._repos.items() if s.waiting and not s.running and s.not_before <= now]
         return min(ready, key=lambda item: item[1].not_before) if ready else None
 
+    def _until_due(self) -> float:
+        """Seconds until the next waiting request is due (a retry's delay ends), at most 0.5."""
+        now = time.monotonic()
+        due = [s.not_before - now for s in self._repos.values() if s.waiting and not s.running]
+        return max(0.01, min([0.5, *due]))
+
     def _work(self) -> None:
         while True:
             with self._cond:
                 picked = self._next()
                 while picked is None and not self._checks and not self._stopping:
-                    self._cond.wait(0.5)
+                    self._cond.wait(self._until_due())
                     picked = self._next()
                 if self._stopping:
                     return
@@ -389,8 +393,6 @@ class ReconcileLoop:
                 log.info("loop.waits_for_change", repo=name, commit=(run.commit or "")[:12], status=run.status.value)
             state.running = False
             self._cond.notify_all()
-        if run is not None and run.id is not None:
-            self.on_run(run, seconds)
 
 
 def _merged(triggers: set[Trigger]) -> Trigger:

@@ -42,7 +42,6 @@ class DagInfo:
     file_token: str
     is_stale: bool
     is_paused: bool
-    has_import_errors: bool
     last_parsed_time: dt.datetime | None
     tags: frozenset[str]
 
@@ -227,7 +226,6 @@ def _dag_info(dag: Any) -> DagInfo:
         file_token=str(dag.file_token),
         is_stale=bool(dag.is_stale),
         is_paused=bool(dag.is_paused),
-        has_import_errors=bool(dag.has_import_errors),
         last_parsed_time=dag.last_parsed_time,
         tags=frozenset(t.name for t in dag.tags or ()),
     )
