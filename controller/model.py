@@ -55,6 +55,7 @@ __all__ = [
     "Secret",
     "SecretMount",
     "Service",
+    "ServiceDeployment",
     "Snapshot",
     "Spec",
     "SyncRun",
@@ -465,6 +466,28 @@ class DagFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceDeployment:
+    """A rendered service as its target applies it: the container of the local Docker engine
+    (`target` "docker"), or the manifests of Kubernetes (`target` "kubernetes")."""
+
+    target: str
+    container: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    manifests: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> ServiceDeployment | None:
+        """The deployment a (stamped) service body describes; None when it is not one. What the
+        ledger keeps is the body, so deployed services are read back through this."""
+        if not isinstance(body, Mapping):
+            return None
+        if body.get("target") == "docker" and isinstance(body.get("container"), Mapping):
+            return cls("docker", container=MappingProxyType(dict(body["container"])))
+        if body.get("target") == "kubernetes" and isinstance(body.get("manifests"), list | tuple):
+            return cls("kubernetes", manifests=tuple(MappingProxyType(dict(m)) for m in body["manifests"]))
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """One thing the controller deploys.
 
@@ -477,7 +500,7 @@ class Resource:
     content_hash: str
     body: Mapping[str, Any]
     depends_on: tuple[ResourceKey, ...] = ()
-    artifact: ImageBuild | DagFile | None = None
+    artifact: ImageBuild | DagFile | ServiceDeployment | None = None
 
     @property
     def wave(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from controller.errors import ConfigError
-from controller.model import DagFile, DesiredState, ImageBuild, ResourceKind
+from controller.model import DagFile, DesiredState, ImageBuild, ResourceKind, ServiceDeployment
 from controller.render.hashing import plain
 
 __all__ = ["INDEX", "resources_index", "write_render"]
@@ -68,15 +68,15 @@ def write_render(desired: DesiredState, out: Path) -> int:
     return count
 
 
-def _files(kind: ResourceKind, name: str, body: Any, artifact: ImageBuild | DagFile | None) -> list[tuple[str, bytes]]:
+def _files(kind: ResourceKind, name: str, body: Any, artifact: object) -> list[tuple[str, bytes]]:
     if isinstance(artifact, DagFile):
         return [(f"dags/{artifact.filename}", artifact.text.encode())]
     if isinstance(artifact, ImageBuild):
         folder = f"images/{name.replace('/', '__').replace(':', '_')}"
         listing = "".join(f"{f.mode:o} {f.sha256} {f.path}\n" for f in artifact.files)
         return [(f"{folder}/Dockerfile", artifact.dockerfile.encode()), (f"{folder}/context.txt", listing.encode())]
-    if kind is ResourceKind.SERVICE and body.get("target") == "kubernetes":
-        text = yaml.safe_dump_all([plain(m) for m in body["manifests"]], sort_keys=False)
+    if isinstance(artifact, ServiceDeployment) and artifact.target == "kubernetes":
+        text = yaml.safe_dump_all([plain(m) for m in artifact.manifests], sort_keys=False)
         return [(f"manifests/{name}.yaml", text.encode())]
     if kind in (ResourceKind.CLAIM, ResourceKind.SECRET):
         # `namespace/name`: one file per claim or secret a pod task needs, made (manifests) or required

@@ -19,6 +19,7 @@ from controller.model import (
     Resource,
     ResourceKey,
     ResourceKind,
+    ServiceDeployment,
     Spec,
     System,
     memoized,
@@ -162,8 +163,9 @@ def render(spec: Spec, root: Path, settings: RenderSettings, origin: Origin, mem
                 Resource(
                     key=ResourceKey(origin.repo, ResourceKind.SERVICE, service.name),
                     content_hash=content_hash,
-                    body=stamp_service(body, origin, content_hash),
+                    body=(stamped := stamp_service(body, origin, content_hash)),
                     depends_on=(image_key(service.image),) if served is not None else (),
+                    artifact=ServiceDeployment.of(stamped),
                 )
             )
     resources.extend(cluster.values())

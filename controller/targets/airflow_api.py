@@ -1,9 +1,9 @@
 """The few Airflow 3 REST API v2 calls the Airflow target makes (apache-airflow-client).
 
 Authenticates with a JWT from `POST /auth/token` (username and password), or a given token; a
-401 fetches a new one once. An unreachable or failing server is a TransientError (retried by the
-next reconcile with backoff); refused credentials are a TargetError. No credential is ever put in
-an error message.
+401 fetches a new one once. An unreachable or failing server is a TransientError (the loop
+retries after its retry_after, see controller.sync.requeue); refused credentials are a
+TargetError. No credential is ever put in an error message.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class AirflowApi:
         with self._lock:
             if self._api is None:
                 config = af.Configuration(host=self.url, access_token=self._static_token or self._fetch_token())
-                config.retries = 0  # the reconcile loop retries, with backoff
+                config.retries = 0  # the reconcile loop retries (controller.sync.requeue)
                 self._api = af.ApiClient(config)
             return self._api
 

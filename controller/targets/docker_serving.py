@@ -28,6 +28,7 @@ from controller.model import (
     ResourceKey,
     ResourceKind,
     ResultCode,
+    ServiceDeployment,
     ServiceEndpoint,
     Snapshot,
     TargetResult,
@@ -80,7 +81,8 @@ class DockerServingTarget:
         """Each deployed service's URL and the health of the version the ledger has live."""
         out: dict[ResourceKey, ServiceEndpoint] = {}
         for d in deployed:
-            name = d.body.get("container", {}).get("name") if isinstance(d.body, Mapping) else None
+            served = ServiceDeployment.of(d.body)
+            name = served.container.get("name") if served is not None else None
             proxy = self._get(str(name)) if name else None
             app = next(
                 (a for a in self._apps(d.key.repo, d.key.name) if a.labels.get(ANNOTATION_HASH) == d.content_hash),
@@ -222,10 +224,10 @@ class DockerServingTarget:
 
 
 def _spec(resource: Resource) -> Mapping[str, Any]:
-    body = resource.body
-    if not isinstance(body, Mapping) or body.get("target") != "docker":
+    served = resource.artifact
+    if not isinstance(served, ServiceDeployment) or served.target != "docker":
         raise TargetError(str(resource.key), "not a local Docker service (LIMINAL_SERVING=docker renders those)")
-    return dict(body["container"])
+    return dict(served.container)
 
 
 def _owner(resource: Resource) -> dict[str, str]:

@@ -31,6 +31,7 @@ from controller.model import (
     Resource,
     ResourceKey,
     ResultCode,
+    ServiceDeployment,
     ServiceEndpoint,
     Snapshot,
     TargetResult,
@@ -101,7 +102,7 @@ class KubernetesTarget(ClusterApi):
         out: dict[ResourceKey, str | None] = {}
         for r in resources:
             hashes = set()
-            for manifest in _manifests(r.key, r.body):
+            for manifest in _manifests(r.key, r.artifact):
                 live = self._get(manifest)
                 ours = live is not None and _labels(live).get("app.kubernetes.io/managed-by") == MANAGED_BY
                 hashes.add(_annotations(live).get(ANNOTATION_HASH) if ours else None)
@@ -112,7 +113,7 @@ class KubernetesTarget(ClusterApi):
         """The in-cluster URL of each service and its Deployment's rollout health."""
         out: dict[ResourceKey, ServiceEndpoint] = {}
         for d in deployed:
-            manifests = _manifests(d.key, d.body)
+            manifests = _manifests(d.key, ServiceDeployment.of(d.body))
             service = next((m for m in manifests if m["kind"] == "Service"), None)
             deployment = next((m for m in manifests if m["kind"] == "Deployment"), None)
             url = None
@@ -134,7 +135,7 @@ class KubernetesTarget(ClusterApi):
         return each(resources, self._apply_one)
 
     def _apply_one(self, resource: Resource) -> TargetResult:
-        manifests = _manifests(resource.key, resource.body)
+        manifests = _manifests(resource.key, resource.artifact)
         for manifest in manifests:
             self._call(resource.key, functools.partial(self._server_side_apply, manifest))
         deployment = next((m for m in manifests if m["kind"] == "Deployment"), None)
@@ -172,7 +173,7 @@ class KubernetesTarget(ClusterApi):
 
     def delete(self, deployed: Deployed) -> TargetResult:
         """Delete the service's objects that carry our labels (found by label: only what we made)."""
-        manifests = _manifests(deployed.key, deployed.body)
+        manifests = _manifests(deployed.key, ServiceDeployment.of(deployed.body))
         namespace = manifests[0]["metadata"]["namespace"] if manifests else "default"
         selector = ",".join(
             [
@@ -223,10 +224,10 @@ class KubernetesTarget(ClusterApi):
             raise TransientError(f"cannot reach the Kubernetes API: {short_reason(exc)}", retry_after=30) from None
 
 
-def _manifests(key: ResourceKey, body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    if not isinstance(body, Mapping) or body.get("target") != "kubernetes":
+def _manifests(key: ResourceKey, served: object) -> list[dict[str, Any]]:
+    if not isinstance(served, ServiceDeployment) or served.target != "kubernetes":
         raise TargetError(str(key), "not a Kubernetes service (LIMINAL_SERVING=kubernetes renders those)")
-    return [dict(m) for m in body["manifests"]]
+    return [dict(m) for m in served.manifests]
 
 
 def _k8s_name(manifests: list[dict[str, Any]]) -> str:
