@@ -228,7 +228,17 @@ def test_render_refuses_a_bad_serving_setting(tmp_path: Path) -> None:
 def test_the_cli_module_loads_no_adapter() -> None:
     """`liminal --help` and `liminal validate` answer at once: the CLI imports git, Docker, Kubernetes,
     Airflow's client, SQL and the web app only inside the commands that use them."""
-    heavy = ("fastapi", "sqlalchemy", "alembic", "docker", "kubernetes", "airflow_client", "git", "httpx")
-    code = f"import sys, controller.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    heavy = ("fastapi", "sqlalchemy", "alembic", "docker", "kubernetes", "airflow_client", "git", "httpx", "uvicorn")
+    # --help needs neither the stages nor the logging library
+    needless = (*heavy, "structlog", "controller.spec.load", "controller.render.desired", "controller.sync")
+    code = f"import sys, controller.cli; print([m for m in {needless!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+    # validate loads the stages it runs, and still no adapter
+    code = (
+        "import sys\nfrom controller.cli import cli\n"
+        f"try:\n    cli(['validate', {str(EXAMPLE)!r}])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {(*heavy, 'structlog')!r} if m in sys.modules], 'controller.spec.load' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().endswith("[] True"), result.stdout

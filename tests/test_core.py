@@ -4,6 +4,7 @@ whole file runs in seconds. The real parts are tested against the real things el
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -360,7 +361,7 @@ def test_the_loop_does_not_run_a_commit_that_failed_for_good_until_something_cha
         for trigger in (Trigger.POLL, Trigger.WEBHOOK, Trigger.POLL):
             before = world.source.fetches
             loop.request("hello", trigger)
-            wait_for(lambda before=before: world.source.fetches > before and loop.depth == 0)  # type: ignore[misc]
+            wait_for(functools.partial(lambda seen: world.source.fetches > seen and loop.depth == 0, before))
         time.sleep(0.7)  # a webhook's debounce, and any retry that would come
         assert len(world.ledger.runs) == 1  # fetched, found the same commit: nothing run or recorded
         loop.request("hello", Trigger.API)  # an operator asks: it runs
@@ -372,3 +373,22 @@ def test_the_loop_does_not_run_a_commit_that_failed_for_good_until_something_cha
         assert [r.trigger for r in world.ledger.runs] == [Trigger.POLL, Trigger.API, Trigger.POLL]
     finally:
         loop.stop()
+
+
+def test_the_render_cache_is_safe_across_the_loop_s_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controller.sync.cache import RenderCache
+
+    cache = RenderCache(max_entries=20)
+
+    def work(thread: int) -> list[int]:
+        keys = [(i * 7 + thread) % 50 for i in range(500)]
+        return [cache.get_or_make("n", k, functools.partial(pow, k, 2)) for k in keys]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    for thread, values in enumerate(results):
+        assert values == [((i * 7 + thread) % 50) ** 2 for i in range(500)]
+    stats = cache.stats()
+    assert stats["n_made"] + stats["n_reused"] == 8 * 500 and len(cache) <= 20
