@@ -50,8 +50,20 @@ def _fast_schema() -> Any:
     return fastjsonschema.compile(schema, use_formats=False)
 
 
-def schema_problems(root: Node) -> list[Problem]:
-    """Schema problems of one file (fast path when it is valid)."""
+COMPILE_AFTER = 64 * 1024
+"""Bytes of YAML a process checks with jsonschema before it compiles the fast validator: compiling
+costs about what jsonschema takes for 50 KiB, so one small file (a CLI run, a pre-commit hook)
+never pays for it, and a big repository pays once."""
+
+_checked = [0]  # bytes checked by jsonschema in this process (a race only moves the switch a little)
+
+
+def schema_problems(root: Node, size: int = COMPILE_AFTER) -> list[Problem]:
+    """Schema problems of one file of `size` bytes: jsonschema (the authority) for the first
+    COMPILE_AFTER bytes a process checks, then the compiled fast path when the file is valid."""
+    if _checked[0] < COMPILE_AFTER:
+        _checked[0] += size
+        return check_schema(root)
     try:
         _fast_schema()(jsonable(root))
         return []
@@ -124,7 +136,7 @@ def _per_file(data: bytes, display: str, limits: Limits, sha: str) -> _Parsed:
     root, problems = _parse(data, display, limits)
     if root is None:
         return _Parsed(None, tuple(problems), False, sha)
-    schema_found = schema_problems(root)
+    schema_found = schema_problems(root, len(data))
     problems += schema_found
     name = _str(root.get("name"))
     if name is None:
