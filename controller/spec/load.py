@@ -58,10 +58,10 @@ never pays for it, and a big repository pays once."""
 _checked = [0]  # bytes checked by jsonschema in this process (a race only moves the switch a little)
 
 
-def schema_problems(root: Node, size: int = COMPILE_AFTER) -> list[Problem]:
-    """Schema problems of one file of `size` bytes: jsonschema (the authority) for the first
-    COMPILE_AFTER bytes a process checks, then the compiled fast path when the file is valid."""
-    if _checked[0] < COMPILE_AFTER:
+def schema_problems(root: Node, size: int) -> list[Problem]:
+    """Schema problems of one file of `size` bytes: jsonschema (the authority) while a process has
+    checked at most COMPILE_AFTER bytes, then the compiled fast path when the file is valid."""
+    if _checked[0] + size <= COMPILE_AFTER:
         _checked[0] += size
         return check_schema(root)
     try:
