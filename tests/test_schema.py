@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from controller.spec.load import _fast_schema
-from controller.spec.schema import jsonable, load_schema
+from controller.spec.schema import check_schema, jsonable, load_schema
 from controller.spec.yaml_positions import parse_yaml
 from scripts.generate_schema import render
 from tests.conftest import CORPUS, REPO
@@ -80,6 +80,19 @@ def test_fast_validator_agrees_with_jsonschema(name: str, data: bytes) -> None:
     except fastjsonschema.JsonSchemaException:
         fast_valid = False
     assert fast_valid == reference_valid
+
+
+@pytest.mark.parametrize(("name", "data"), list(_all_documents()), ids=lambda v: v if isinstance(v, str) else "")
+def test_small_and_big_inputs_get_the_same_problems(name: str, data: bytes) -> None:
+    from controller.errors import InputError
+    from controller.spec.load import COMPILE_AFTER, schema_problems
+
+    try:
+        root = parse_yaml(data, name)
+    except InputError:
+        return
+    # a file past the budget goes through the compiled validator, then jsonschema locates problems
+    assert schema_problems(root, COMPILE_AFTER + 1) == check_schema(root)
 
 
 def test_schema_is_packaged_with_the_wheel(tmp_path: Path) -> None:
