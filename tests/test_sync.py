@@ -364,6 +364,19 @@ def test_a_fetch_killed_mid_ref_update_does_not_block_later_fetches(tmp_path: Pa
     assert source.fetch(ref).commit == newer
 
 
+def test_the_ledger_knows_the_newest_migration() -> None:
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from controller.ledger.store import HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("controller.ledger") / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
 def test_the_migrations_make_exactly_the_tables_the_code_uses(ledger: Ledger) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
