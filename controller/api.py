@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from controller.errors import LiminalError, sanitize
 from controller.ledger import Ledger
 from controller.model import Delivery, DeliveryKind, DeliveryStatus, Trigger
-from controller.sync.loop import ReconcileLoop
+from controller.sync.loop import DURATION_BUCKETS, ReconcileLoop
 from controller.sync.preview import preview
 from controller.views import run_json
 from webhooks import github, gitlab
@@ -436,17 +436,16 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
 
 
 class _LoopCollector(Collector):
-    """Sync runs, durations, queue depth and last success, read from the loop when scraped."""
+    """What the loop counted (runs, durations, heals, images), queue depth, last success, and the
+    drift the ledger holds (one query), read when scraped."""
 
     def __init__(self, loop: ReconcileLoop, ledger: Ledger) -> None:
         self.loop = loop
         self.ledger = ledger
 
     def collect(self) -> Iterator[Any]:
-        stats = self.loop.stats
-        runs = GaugeMetricFamily(
-            "liminal_sync_runs_total", "Sync runs by repository and result", labels=["repo", "result"]
-        )
+        stats = self.loop.counted()
+        runs = CounterMetricFamily("liminal_sync_runs", "Sync runs by repository and result", labels=["repo", "result"])
         for (repo, result), count in sorted(stats.runs.items()):
             runs.add_metric([repo, result], count)
         yield runs
@@ -459,13 +458,12 @@ class _LoopCollector(Collector):
         for repo, when in sorted(stats.last_success.items()):
             last.add_metric([repo], when)
         yield last
-        buckets = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 300]
-        durations = [d for _, d in stats.durations]
-        histogram = HistogramMetricFamily("liminal_sync_duration_seconds", "Reconcile durations (last 1000)")
+        histogram = HistogramMetricFamily("liminal_sync_duration_seconds", "How long each sync run took")
         histogram.add_metric(
             [],
-            [(str(b), sum(1 for d in durations if d <= b)) for b in buckets] + [("+Inf", len(durations))],
-            sum(durations),
+            [(f"{b:g}", n) for b, n in zip(DURATION_BUCKETS, stats.duration_buckets, strict=True)]
+            + [("+Inf", stats.duration_count)],
+            stats.duration_sum,
         )
         yield histogram
         healed = CounterMetricFamily(
@@ -480,12 +478,16 @@ class _LoopCollector(Collector):
             labels=["repo", "self_heal"],
         )
         try:
-            for ref in self.ledger.repos():
-                drifted.add_metric([ref.name, str(ref.self_heal).lower()], len(self.ledger.status(ref.name).drift))
+            for name, self_heal, count in self.ledger.drift_counts():
+                drifted.add_metric([name, str(self_heal).lower()], count)
         except Exception:  # a scrape never fails because the ledger is away: /readyz says so
             log.debug("metrics.ledger_unreachable")
         yield drifted
-        builds = GaugeMetricFamily("liminal_image_builds_total", "Image builds recorded, by result", labels=["result"])
-        for status, count in sorted(self.ledger.build_counts().items()):
-            builds.add_metric([status], count)
-        yield builds
+        images = CounterMetricFamily(
+            "liminal_image_builds",
+            "Image changes carried out by sync runs (built or pushed), by result",
+            labels=["result"],
+        )
+        for result, count in sorted(stats.images.items()):
+            images.add_metric([result], count)
+        yield images

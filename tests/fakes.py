@@ -205,6 +205,10 @@ class FakeLedger:
         with self._guard:
             self.drift[repo] = list(drift)
 
+    def drift_counts(self) -> list[tuple[str, bool, int]]:
+        with self._guard:
+            return [(n, r.self_heal, len(self.drift.get(n, []))) for n, r in sorted(self._repos.items())]
+
     def _run(self, run_id: int) -> FakeRun:
         return next(r for r in self.runs if r.id == run_id)
 

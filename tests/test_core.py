@@ -5,6 +5,7 @@ whole file runs in seconds. The real parts are tested against the real things el
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -392,3 +393,63 @@ def test_the_render_cache_is_safe_across_the_loop_s_threads() -> None:
         assert values == [((i * 7 + thread) % 50) ** 2 for i in range(500)]
     stats = cache.stats()
     assert stats["n_made"] + stats["n_reused"] == 8 * 500 and len(cache) <= 20
+
+
+def _scrape(loop: ReconcileLoop, ledger: FakeLedger) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controller.api import _LoopCollector
+
+    registry = CollectorRegistry()
+    registry.register(_LoopCollector(loop, ledger))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    kinds = {family.name: family.type for family in text_string_to_metric_families(text)}
+    assert kinds["liminal_sync_runs"] == kinds["liminal_drift_healed"] == kinds["liminal_image_builds"] == "counter"
+    assert kinds["liminal_sync_duration_seconds"] == "histogram" and kinds["liminal_queue_depth"] == "gauge"
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_what_happened_and_never_go_back(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.targets[IMAGE].failing["hello/server"] = TargetError("image/hello/server", "does not build")
+    loop = ReconcileLoop(world.deps, poll_interval=3600, drift_interval=3600)
+    loop.start()
+    scrapes = [_scrape(loop, world.ledger)]
+    try:
+        loop.request("hello", Trigger.API)  # fails: the server image does not build
+        wait_for(lambda: len(world.ledger.runs) == 1 and world.ledger.runs[0].finished is not None)
+        scrapes.append(_scrape(loop, world.ledger))
+        world.targets[IMAGE].failing.clear()
+        loop.request("hello", Trigger.API)  # succeeds
+        wait_for(lambda: world.ledger.applied_commit("hello") == world.commit)
+        wait_for(lambda: loop.counted().duration_count == 2)
+        world.targets[SERVICE].live.clear()  # drift, restored by the next run
+        loop.request("hello", Trigger.API)
+        wait_for(lambda: loop.counted().duration_count == 3)
+        scrapes.append(_scrape(loop, world.ledger))
+    finally:
+        loop.stop()
+    last = scrapes[-1]
+    runs = {labels: v for (name, labels), v in last.items() if name == "liminal_sync_runs_total"}
+    assert runs == {(("repo", "hello"), ("result", "failed")): 1, (("repo", "hello"), ("result", "succeeded")): 2}
+    assert last[("liminal_sync_duration_seconds_count", ())] == 3
+    assert last[("liminal_drift_healed_total", (("repo", "hello"),))] == 1
+    # applied: pipeline (run 1), server (run 2); failed: server (run 1)
+    assert last[("liminal_image_builds_total", (("result", "applied"),))] == 2
+    assert last[("liminal_image_builds_total", (("result", "failed"),))] == 1
+    assert last[("liminal_drifted_resources", (("repo", "hello"), ("self_heal", "true")))] == 0
+    for before, after in itertools.pairwise(scrapes):
+        for (name, labels), value in before.items():
+            if name.endswith(("_total", "_bucket", "_count", "_sum")):
+                assert after.get((name, labels), 0) >= value, (name, labels)
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (name, labels), v in last.items()
+        if name == "liminal_sync_duration_seconds_bucket"
+    )
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1][1] == 3

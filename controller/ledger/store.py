@@ -192,6 +192,16 @@ class Ledger:
                 .values(drift=sorted(drift), drift_observed_at=_now())
             )
 
+    def drift_counts(self) -> list[tuple[str, bool, int]]:
+        """Each repository's name, self-heal switch and count of resources last seen drifted (one query)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.repositories.c.name, t.repositories.c.self_heal, t.repositories.c.drift).order_by(
+                    t.repositories.c.name
+                )
+            ).all()
+        return [(str(name), bool(heal), len(drift or ())) for name, heal, drift in rows]
+
     def repos(self) -> list[RepoRef]:
         """Every tracked repository, by name."""
         with self.engine.connect() as conn:
@@ -353,17 +363,6 @@ class Ledger:
                     seconds=record.seconds,
                 )
             )
-
-    def build_counts(self) -> dict[str, int]:
-        """Image builds recorded, by status (empty when the ledger cannot answer: a scrape never fails)."""
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(t.image_builds.c.status, sa.func.count()).group_by(t.image_builds.c.status)
-                ).all()
-        except sa.exc.SQLAlchemyError:
-            return {}
-        return {str(status): int(count) for status, count in rows}
 
     def builds(self, repo: str) -> list[dict[str, Any]]:
         """The repository's image builds, oldest first."""

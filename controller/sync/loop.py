@@ -18,6 +18,7 @@ and pushes of the same commit record nothing), a drift repair runs, or someone a
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -29,27 +30,53 @@ from typing import Any
 import structlog
 
 from controller.errors import LiminalError
-from controller.model import CommitStatus, Delivery, DeliveryKind, DeliveryStatus, Trigger
+from controller.model import CommitStatus, Delivery, DeliveryKind, DeliveryStatus, ResourceKind, ResultCode, Trigger
 from controller.ports import StatusReporter
 from controller.sync.check import CheckResult, check_pull_request
 from controller.sync.deps import Deps
 from controller.sync.reconcile import RunResult, observe_drift, reconcile
 from controller.sync.requeue import requeue
 
-__all__ = ["LoopStats", "ReconcileLoop"]
+__all__ = ["DURATION_BUCKETS", "LoopStats", "ReconcileLoop"]
 
 log = structlog.get_logger("liminal.loop")
 
 
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Upper bounds (seconds) of the run-duration histogram's buckets."""
+
+
 @dataclass
 class LoopStats:
-    """Counters the metrics endpoint reads."""
+    """What the loop counted since the process started, as the metrics endpoint shows it. Counters
+    only ever grow (Prometheus `rate()` works on them); the histogram is observed once per run."""
 
     runs: dict[tuple[str, str], int] = field(default_factory=dict)
-    durations: list[tuple[str, float]] = field(default_factory=list)
+    """Recorded runs, by repository and result."""
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    """Runs that took at most each of DURATION_BUCKETS seconds (cumulative, as Prometheus has them)."""
+    duration_sum: float = 0.0
+    duration_count: int = 0
     last_success: dict[str, float] = field(default_factory=dict)
     healed: dict[str, int] = field(default_factory=dict)
     """Resources restored after drift, per repository."""
+    images: dict[str, int] = field(default_factory=dict)
+    """Image changes the runs carried out, by result (applied: built or pushed; failed)."""
+
+    def observe(self, run: RunResult, seconds: float) -> None:
+        """Count one recorded run (the caller holds the loop's lock)."""
+        key = (run.repo, run.status.value)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.duration_buckets[i] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
+        if run.healed:
+            self.healed[run.repo] = self.healed.get(run.repo, 0) + len(run.healed)
+        for outcome in run.outcomes:
+            if outcome.key.kind is ResourceKind.IMAGE and outcome.code in (ResultCode.APPLIED, ResultCode.FAILED):
+                self.images[outcome.code.value] = self.images.get(outcome.code.value, 0) + 1
 
 
 @dataclass
@@ -139,6 +166,11 @@ class ReconcileLoop:
         ids = [d.id for d in superseded if d.id is not None]
         self._finish(ids, f"superseded by delivery {delivery.delivery_id}", repo=delivery.repo)
         return True
+
+    def counted(self) -> LoopStats:
+        """A copy of what the loop counted so far (consistent: taken under the loop's lock)."""
+        with self._cond:
+            return copy.deepcopy(self.stats)
 
     @property
     def depth(self) -> int:
@@ -372,12 +404,7 @@ class ReconcileLoop:
         decision = requeue(30.0, state.failures) if run is None else run.requeue
         with self._cond:
             if run is not None and run.id is not None:
-                result = run.status.value
-                self.stats.runs[(name, result)] = self.stats.runs.get((name, result), 0) + 1
-                self.stats.durations.append((name, seconds))
-                del self.stats.durations[:-1000]
-                if run.healed:
-                    self.stats.healed[name] = self.stats.healed.get(name, 0) + len(run.healed)
+                self.stats.observe(run, seconds)
             if run is not None and run.ok:
                 self.stats.last_success[name] = time.time()
                 state.failures, state.not_before, state.stuck_on = 0, 0.0, None
