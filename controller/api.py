@@ -431,6 +431,8 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
         "self_heal": s.repo.self_heal,
         "drift": list(s.drift),
         "drift_observed_at": s.drift_observed_at.isoformat() if s.drift_observed_at else None,
+        "last_checked_at": s.last_checked_at.isoformat() if s.last_checked_at else None,
+        "last_checked_commit": s.last_checked_commit,
         "last_run": run_json(s.last_run) if s.last_run else None,
     }
 

@@ -440,6 +440,8 @@ def status(repo: str | None, fmt: str) -> None:
                 "self_heal": s.repo.self_heal,
                 "drift": list(s.drift),
                 "drift_observed_at": s.drift_observed_at.isoformat() if s.drift_observed_at else None,
+                "last_checked_at": s.last_checked_at.isoformat() if s.last_checked_at else None,
+                "last_checked_commit": s.last_checked_commit,
                 "last_error": s.last_error,
                 "last_run": run_json(s.last_run) if s.last_run else None,
                 "services": [
@@ -458,6 +460,8 @@ def status(repo: str | None, fmt: str) -> None:
             f"{(s.last_attempted_commit or '-')[:12]}, {s.resources} resource(s), last run {last}"
             + (f"\n  error: {s.last_error}" if s.last_error else "")
         )
+        if s.last_checked_at is not None:
+            click.echo(f"  last checked {s.last_checked_at:%Y-%m-%d %H:%M:%S} at {(s.last_checked_commit or '-')[:12]}")
         if s.drift:
             heal = "restoring (self-heal on)" if s.repo.self_heal else "not restored: self-heal is off"
             click.echo(f"  drift: {', '.join(s.drift)} changed by hand; {heal}")

@@ -165,8 +165,11 @@ class RunRecorder(Protocol):
         summary: Mapping[str, Any] | None = None,
         applied_commit: str | None = None,
         drift: Sequence[str] | None = None,
-    ) -> None:
-        """Close a run; `applied_commit` moves what is live, `drift` replaces the drift noted."""
+        forget_if_unchanged: bool = False,
+    ) -> bool:
+        """Close a run; `applied_commit` moves what is live, `drift` replaces the drift noted. With
+        `forget_if_unchanged`, a run whose previous run ended ok at the same commit is not kept
+        (only the repository's last check moves). True when the run is kept."""
         ...
 
     def set_drift(self, repo: str, drift: Sequence[str]) -> None:

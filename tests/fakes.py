@@ -123,6 +123,8 @@ class FakeLedger:
         self._applied: dict[str, str] = {}
         self.drift: dict[str, list[str]] = {}
         self.runs: list[FakeRun] = []
+        self.forgotten = 0
+        """No-op runs not kept (polls that found nothing to do)."""
         self.deliveries: dict[int, Delivery] = {}
         self._ids = itertools.count(1)
         self._guard = threading.Lock()
@@ -191,15 +193,23 @@ class FakeLedger:
         summary: Mapping[str, Any] | None = None,
         applied_commit: str | None = None,
         drift: Sequence[str] | None = None,
-    ) -> None:
+        forget_if_unchanged: bool = False,
+    ) -> bool:
         with self._guard:
             run = self._run(run_id)
+            if drift is not None:
+                self.drift[repo] = list(drift)
+            before = [r for r in self.runs if r.repo == repo and r.id < run_id]
+            ok = (RunStatus.SUCCEEDED, RunStatus.NOOP)
+            if forget_if_unchanged and before and before[-1].commit == run.commit and before[-1].status in ok:
+                self.runs.remove(run)
+                self.forgotten += 1
+                return False
             run.status, run.error, run.summary = status, error, dict(summary or {})
             run.finished = time.monotonic()
             if applied_commit is not None:
                 self._applied[repo] = applied_commit
-            if drift is not None:
-                self.drift[repo] = list(drift)
+            return True
 
     def set_drift(self, repo: str, drift: Sequence[str]) -> None:
         with self._guard:

@@ -453,3 +453,15 @@ def test_metrics_count_what_happened_and_never_go_back(tmp_path: Path) -> None:
         if name == "liminal_sync_duration_seconds_bucket"
     )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1][1] == 3
+
+
+def test_a_poll_that_finds_nothing_new_adds_no_run(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    assert reconcile("hello", world.deps, trigger=Trigger.POLL).id is not None  # applies: kept
+    quiet = reconcile("hello", world.deps, trigger=Trigger.POLL)
+    assert (quiet.id, quiet.status, quiet.ok) == (None, RunStatus.NOOP, True)
+    assert len(world.ledger.runs) == 1 and world.ledger.forgotten == 1
+    world.targets[SERVICE].live.clear()  # drift is news: the poll that restores it is a run
+    assert reconcile("hello", world.deps, trigger=Trigger.POLL).healed == ("service/hello_server",)
+    assert reconcile("hello", world.deps, trigger=Trigger.CLI).id is not None  # asked for: always kept
+    assert len(world.ledger.runs) == 3

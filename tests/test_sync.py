@@ -133,6 +133,35 @@ def test_force_push_and_deleted_branch(tmp_path: Path, remote: Path, ledger: Led
     assert (payload(tmp_path)).exists()
 
 
+def test_polls_that_find_nothing_new_move_the_last_check_and_add_no_run(
+    tmp_path: Path, remote: Path, ledger: Ledger
+) -> None:
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    deps = make_deps(tmp_path, ledger)
+    applied = reconcile("hello", deps, trigger=Trigger.POLL)
+    assert applied.status is RunStatus.SUCCEEDED and applied.id is not None
+    first_check = ledger.status("hello").last_checked_at
+    for _ in range(3):
+        assert reconcile("hello", deps, trigger=Trigger.POLL).id is None
+    status = ledger.status("hello")
+    assert [r.id for r in ledger.history("hello")] == [applied.id]
+    assert status.last_run is not None and status.last_run.id == applied.id and status.state == "synced"
+    assert first_check is not None and status.last_checked_at is not None and status.last_checked_at > first_check
+    assert status.last_checked_commit == applied.commit
+    # a poll after a failure is news even when it changes nothing: it is kept
+    away = remote.with_name("away")
+    remote.rename(away)  # the git server is down for one poll
+    try:
+        failed = reconcile("hello", deps, trigger=Trigger.POLL)
+    finally:
+        away.rename(remote)
+    assert failed.status is RunStatus.FAILED and failed.id is not None
+    back = reconcile("hello", deps, trigger=Trigger.POLL)
+    assert back.status is RunStatus.NOOP and back.id is not None and ledger.status("hello").state == "synced"
+    assert reconcile("hello", deps, trigger=Trigger.POLL).id is None
+    assert [r.status for r in ledger.history("hello")] == [RunStatus.NOOP, RunStatus.FAILED, RunStatus.SUCCEEDED]
+
+
 def test_unreachable_remote_is_a_recorded_transient_error(tmp_path: Path, ledger: Ledger) -> None:
     ledger.add_repo(RepoRef("gone", "http://127.0.0.1:9/nothing.git"))
     run = reconcile("gone", make_deps(tmp_path, ledger), trigger=Trigger.POLL)

@@ -45,7 +45,7 @@ from controller.render.hashing import plain
 
 __all__ = ["HEAD_REVISION", "Ledger", "RepoStatus"]
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 """The newest migration (tests check it is the migrations' head): a ledger already there is
 opened without loading Alembic, which costs a CLI command a quarter of a second."""
 
@@ -84,6 +84,9 @@ class RepoStatus:
     drift: tuple[str, ...] = ()
     """Resources ("kind/name") whose live state was last seen to differ from git, not restored."""
     drift_observed_at: dt.datetime | None = None
+    last_checked_at: dt.datetime | None = None
+    """The newest check of the branch: a run, or a poll that found nothing to do (kept as no run)."""
+    last_checked_commit: str | None = None
 
     @property
     def state(self) -> str:
@@ -329,21 +332,46 @@ class Ledger:
         summary: Mapping[str, Any] | None = None,
         applied_commit: str | None = None,
         drift: Sequence[str] | None = None,
-    ) -> None:
+        forget_if_unchanged: bool = False,
+    ) -> bool:
         """Close a run; `applied_commit` moves last_applied only when every change succeeded;
-        `drift` (when the run observed the targets) is what it left drifted."""
+        `drift` (when the run observed the targets) is what it left drifted. With
+        `forget_if_unchanged`, a run whose previous run ended ok at the same commit is deleted
+        instead (a poll that found nothing to do): only the repository's last check moves.
+        True when the run is kept."""
+        now = _now()
         with self.engine.begin() as conn:
-            conn.execute(
-                t.runs.update()
-                .where(t.runs.c.id == run_id)
-                .values(status=status.value, finished_at=_now(), error=error, summary=dict(summary or {}))
-            )
-            values: dict[str, Any] = {"last_error": error}
-            if applied_commit is not None:
-                values["last_applied_commit"] = applied_commit
+            row = conn.execute(sa.select(t.runs.c.repo_id, t.runs.c.commit).where(t.runs.c.id == run_id)).one()
+            values: dict[str, Any] = {"last_error": error, "last_checked_at": now, "last_checked_commit": row.commit}
             if drift is not None:
-                values |= {"drift": sorted(drift), "drift_observed_at": _now()}
+                values |= {"drift": sorted(drift), "drift_observed_at": now}
+            previous = None
+            if forget_if_unchanged:
+                previous = conn.execute(
+                    sa.select(t.runs.c.id, t.runs.c.status, t.runs.c.commit)
+                    .where(t.runs.c.repo_id == row.repo_id, t.runs.c.id < run_id)
+                    .order_by(t.runs.c.id.desc())
+                    .limit(1)
+                ).first()
+            unchanged = (
+                previous is not None
+                and previous.commit == row.commit
+                and previous.status in (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value)
+            )
+            if unchanged:
+                assert previous is not None
+                conn.execute(t.runs.delete().where(t.runs.c.id == run_id))
+                values["last_run_id"] = previous.id
+            else:
+                conn.execute(
+                    t.runs.update()
+                    .where(t.runs.c.id == run_id)
+                    .values(status=status.value, finished_at=now, error=error, summary=dict(summary or {}))
+                )
+                if applied_commit is not None:
+                    values["last_applied_commit"] = applied_commit
             conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
+            return not unchanged
 
     def record_build(self, record: BuildRecord) -> None:
         """Record one image build or push (`built`, `pushed` or `failed`) with the registry digest."""
@@ -506,6 +534,8 @@ class Ledger:
             resources=int(count or 0),
             drift=tuple(row["drift"] or ()),
             drift_observed_at=row["drift_observed_at"],
+            last_checked_at=row["last_checked_at"],
+            last_checked_commit=row["last_checked_commit"],
         )
 
 

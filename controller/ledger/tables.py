@@ -33,6 +33,9 @@ repositories = sa.Table(
     # live state found to differ from the ledger and not (yet) restored: "kind/name", sorted
     sa.Column("drift", sa.JSON),
     sa.Column("drift_observed_at", sa.DateTime(timezone=True)),
+    # the newest check (a run, or a poll that found nothing to do and was not kept as a run)
+    sa.Column("last_checked_at", sa.DateTime(timezone=True)),
+    sa.Column("last_checked_commit", sa.String(64)),
 )
 
 runs = sa.Table(

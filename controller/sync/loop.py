@@ -393,12 +393,14 @@ class ReconcileLoop:
         seconds = time.monotonic() - started
         if run is None:
             reason = "the reconcile crashed"
+        elif run.id is None and run.ok:
+            reason = f"commit {(run.commit or '')[:12]} is live, as it was"
         elif run.id is None:
             reason = f"commit {(run.commit or '')[:12]} failed before and is unchanged"
         else:
             reason = f"run {run.id}: {run.status}"
         self._finish(deliveries, reason, repo=name)
-        if run is not None and run.id is None and self._heal_needed(name):
+        if run is not None and run.id is None and not run.ok and self._heal_needed(name):
             self.request(name, Trigger.DRIFT)  # what a poll's run would have observed and restored
         # a crash is retried as a temporary failure would be
         decision = requeue(30.0, state.failures) if run is None else run.requeue

@@ -8,6 +8,7 @@ commit updates only the attempted commit: what is live stays live.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ run from the command line is not retried: its error says nothing of a retry)."""
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """What one reconcile did, as recorded (`id` None: nothing was recorded, see `reconcile`)."""
+    """What one reconcile did, as recorded (`id` None: no run was kept: a poll that found nothing
+    new, or a commit that failed for good found again; see `reconcile`)."""
 
     id: int | None
     repo: str
@@ -204,7 +206,10 @@ def _run(
             seconds=round(time.perf_counter() - started, 3),
             **facts,
         )
-        deps.ledger.finish_run(
+        # a poll that found nothing to do, after a run that ended well at the same commit, is no
+        # news: it moves the repository's last check, and history keeps the runs that did something
+        quiet = trigger is Trigger.POLL and status is RunStatus.NOOP and not result_.drift
+        kept = deps.ledger.finish_run(
             run_id,
             repo.name,
             status,
@@ -212,8 +217,14 @@ def _run(
             summary=result_.summary,
             applied_commit=result_.applied_commit,
             drift=left_drifted,
+            forget_if_unchanged=quiet,
         )
-        bound.info("sync.finished", status=status.value, error=result_.error, seconds=result_.seconds)
+        if not kept:
+            result_ = dataclasses.replace(result_, id=None)
+        if kept:
+            bound.info("sync.finished", status=status.value, error=result_.error, seconds=result_.seconds)
+        else:
+            bound.debug("sync.unchanged", seconds=result_.seconds)
     return result_
 
 
