@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from controller.model import Problem
 
 __all__ = [
+    "RETRY_AFTER",
     "ConfigError",
     "InputError",
     "LiminalError",
@@ -44,10 +45,14 @@ class InputError(LiminalError):
         super().__init__(first + more)
 
 
+RETRY_AFTER = 30.0
+"""Seconds before a retry when a temporary failure names no delay of its own (a crash included)."""
+
+
 class TransientError(LiminalError):
     """A temporary failure; the reconcile loop retries after `retry_after` seconds."""
 
-    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+    def __init__(self, message: str, retry_after: float = RETRY_AFTER) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from controller.errors import LiminalError
+from controller.errors import RETRY_AFTER, LiminalError
 from controller.model import CommitStatus, Delivery, DeliveryKind, DeliveryStatus, ResourceKind, ResultCode, Trigger
 from controller.ports import StatusReporter
 from controller.sync.check import CheckResult, check_pull_request
@@ -400,10 +400,11 @@ class ReconcileLoop:
         else:
             reason = f"run {run.id}: {run.status}"
         self._finish(deliveries, reason, repo=name)
-        if run is not None and run.id is None and not run.ok and self._heal_needed(name):
-            self.request(name, Trigger.DRIFT)  # what a poll's run would have observed and restored
+        if run is not None and run.id is None and not run.ok:
+            # what a poll's run would have observed and restored: a drift check (it observes once)
+            self.request(name, Trigger.DRIFT)
         # a crash is retried as a temporary failure would be
-        decision = requeue(30.0, state.failures) if run is None else run.requeue
+        decision = requeue(RETRY_AFTER, state.failures) if run is None else run.requeue
         with self._cond:
             if run is not None and run.id is not None:
                 self.stats.observe(run, seconds)

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from controller.errors import InputError, LiminalError, TransientError
-from controller.model import Problem, ResourceOutcome, RunStatus, Snapshot, Trigger
+from controller.errors import RETRY_AFTER, InputError, LiminalError, TransientError
+from controller.model import Problem, RepoRef, ResourceOutcome, RunStatus, Snapshot, Trigger
 from controller.sync.apply import apply
 from controller.sync.deps import Deps, desired_for
 from controller.sync.preview import drifted, key_names, planned
@@ -115,11 +115,11 @@ def reconcile(
             if snapshot is not None and snapshot.commit == unless_commit:
                 log.debug("sync.unchanged_failed_commit", repo=repo.name, commit=unless_commit[:12])
                 return RunResult(None, repo.name, trigger, RunStatus.FAILED, unless_commit, requeue=Requeue(None))
-        return _run(repo_name, deps, trigger=trigger, ref=ref, fetch=fetch, attempt=attempt, snapshot=snapshot)
+        return _run(repo, deps, trigger=trigger, ref=ref, fetch=fetch, attempt=attempt, snapshot=snapshot)
 
 
 def _run(
-    repo_name: str,
+    repo: RepoRef,
     deps: Deps,
     *,
     trigger: Trigger,
@@ -128,7 +128,6 @@ def _run(
     attempt: int,
     snapshot: Snapshot | None,
 ) -> RunResult:
-    repo = deps.ledger.repo(repo_name)
     run_id = deps.ledger.begin_run(repo.name, trigger)
     facts: dict[str, Any] = {"status": RunStatus.FAILED}
     left_drifted: list[str] | None = None  # None: the targets were not observed
@@ -190,7 +189,7 @@ def _run(
         facts["error"] = str(exc)
     except Exception as exc:
         facts["error"] = f"internal error: {type(exc).__name__}"
-        retry_after = TransientError("").retry_after  # a crash may be a passing state of the world
+        retry_after = RETRY_AFTER  # a crash may be a passing state of the world
         raise
     finally:
         status: RunStatus = facts.pop("status")
