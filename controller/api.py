@@ -184,7 +184,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             reason=reason,
             project=event.project,
         )
-        row = ledger.record_delivery(record)  # before the 202: a crash after it loses nothing
+        row = ledger.record_delivery(record, loop.replica)  # before the 202: a crash after it loses nothing
         log.info(
             "webhook.received",
             provider=event.provider,
@@ -493,3 +493,18 @@ class _LoopCollector(Collector):
         for result, count in sorted(stats.images.items()):
             images.add_metric([result], count)
         yield images
+        pruned = CounterMetricFamily(
+            "liminal_pruned", "Ledger rows deleted by retention, and checkouts tidied away", labels=["what"]
+        )
+        for what, count in sorted(stats.pruned.items()):
+            pruned.add_metric([what], count)
+        yield pruned
+        adopted = CounterMetricFamily(
+            "liminal_deliveries_adopted", "Queued deliveries taken over from a replica that stopped beating"
+        )
+        adopted.add_metric([], stats.taken_over)
+        yield adopted
+        if stats.cache_bytes is not None:
+            cache = GaugeMetricFamily("liminal_git_cache_bytes", "Disk used by the git cache at the last upkeep pass")
+            cache.add_metric([], stats.cache_bytes)
+            yield cache

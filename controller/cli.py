@@ -427,6 +427,7 @@ def status(repo: str | None, fmt: str) -> None:
         deps, ledger = _deps()
         found = [ledger.status(name) for name in _repo_names(ledger, repo)]
         served = {s.repo.name: _endpoints(deps, ledger, s.repo.name) for s in found}
+        cache = {s.repo.name: deps.source.disk_usage(s.repo) for s in found}
     except LiminalError as exc:
         _fail(exc, fmt)
     if fmt == "json":
@@ -444,6 +445,7 @@ def status(repo: str | None, fmt: str) -> None:
                 "last_checked_commit": s.last_checked_commit,
                 "last_error": s.last_error,
                 "last_run": run_json(s.last_run) if s.last_run else None,
+                "git_cache_bytes": cache[s.repo.name],
                 "services": [
                     {"name": name, "url": e.url, "health": e.health, "detail": e.detail}
                     for name, e in served[s.repo.name]
@@ -462,11 +464,16 @@ def status(repo: str | None, fmt: str) -> None:
         )
         if s.last_checked_at is not None:
             click.echo(f"  last checked {s.last_checked_at:%Y-%m-%d %H:%M:%S} at {(s.last_checked_commit or '-')[:12]}")
+        click.echo(f"  git cache {_mib(cache[s.repo.name])}")
         if s.drift:
             heal = "restoring (self-heal on)" if s.repo.self_heal else "not restored: self-heal is off"
             click.echo(f"  drift: {', '.join(s.drift)} changed by hand; {heal}")
         for name, e in served[s.repo.name]:
             click.echo(f"  service {name}: {e.url or '-'} {e.health}" + (f" ({e.detail})" if e.detail else ""))
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _show_provenance(deployed: list[Deployed], fmt: str) -> None:
@@ -517,6 +524,7 @@ def serve(listen: str | None, workers: int) -> None:
     from controller.api import ServeSettings, make_app
     from controller.ports import StatusReporter
     from controller.sync.loop import ReconcileLoop
+    from controller.sync.upkeep import Retention
     from webhooks.status import GitHubStatuses, GitLabStatuses
 
     try:
@@ -530,8 +538,16 @@ def serve(listen: str | None, workers: int) -> None:
             reporters["github"] = GitHubStatuses(settings.github_token, settings.github_api_url)
         if settings.gitlab_token:
             reporters["gitlab"] = GitLabStatuses(settings.gitlab_token, settings.gitlab_api_url)
+        ledger.claim_server()
         loop = ReconcileLoop(
             deps,
+            retention=Retention(
+                days=settings.retention_days,
+                runs=settings.retention_runs,
+                checkouts=settings.checkouts_kept,
+                every=settings.upkeep_interval,
+                gc_every=settings.gc_interval,
+            ),
             workers=workers,
             poll_interval=settings.poll_interval,
             drift_interval=settings.drift_interval,

@@ -76,6 +76,11 @@ KNOWN_NAMES = frozenset(
         "git_timeout",
         "placeholder_env",
         "policy_file",
+        "retention_days",
+        "retention_runs",
+        "checkouts_kept",
+        "upkeep_interval",
+        "gc_interval",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -326,6 +331,23 @@ class ControllerSettings:
     placeholders: Mapping[str, str] = field(default_factory=dict)
     """The environment variables `{{NAME}}` placeholders may read (LIMINAL_PLACEHOLDER_ENV)."""
 
+    retention_days: float = 90.0
+    """Runs, outcomes, processed deliveries and image build records older than this many days
+    are deleted (LIMINAL_RETENTION_DAYS); what is live never is."""
+
+    retention_runs: int = 100
+    """Runs kept per repository whatever their age (LIMINAL_RETENTION_RUNS)."""
+
+    checkouts_kept: int = 5
+    """Per-commit checkouts kept per repository besides the live one (LIMINAL_CHECKOUTS_KEPT)."""
+
+    upkeep_interval: float = 600.0
+    """Seconds between upkeep passes of `liminal serve`: retention, checkout tidying, git gc when
+    due, the disk-usage figure (LIMINAL_UPKEEP_INTERVAL)."""
+
+    gc_interval: float = 86400.0
+    """Seconds between `git gc` runs of each repository's mirror (LIMINAL_GC_INTERVAL)."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -375,6 +397,11 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         git_timeout=_seconds("git_timeout", values.get("git_timeout") or "300"),
         policies=_policies(values.get("policy_file"), render.namespace),
         placeholders=MappingProxyType(_placeholder_environ(values, env)),
+        retention_days=_number("retention_days", values.get("retention_days") or "90", 0.001, 36500),
+        retention_runs=int(_number("retention_runs", values.get("retention_runs") or "100", 1, 1_000_000)),
+        checkouts_kept=int(_number("checkouts_kept", values.get("checkouts_kept") or "5", 1, 1000)),
+        upkeep_interval=_number("upkeep_interval", values.get("upkeep_interval") or "600", 1, 86400),
+        gc_interval=_number("gc_interval", values.get("gc_interval") or "86400", 60, 30 * 86400),
     )
 
 
@@ -449,6 +476,16 @@ def _seconds(name: str, value: str) -> float:
         found = -1.0
     if not 0 < found <= 3600:
         raise ConfigError(f"LIMINAL_{name.upper()} must be a number of seconds (0 < s <= 3600); got {value!r}")
+    return found
+
+
+def _number(name: str, value: str, low: float, high: float) -> float:
+    try:
+        found = float(value)
+    except ValueError:
+        found = low - 1
+    if not low <= found <= high:
+        raise ConfigError(f"LIMINAL_{name.upper()} must be a number from {low:g} to {high:g}; got {value!r}")
     return found
 
 

@@ -7,15 +7,17 @@ fast tests (tests/fakes.py) implement them too.
 - `Target`               one kind of resource: observe / apply / delete
 - `ServiceTarget`        a target that serves what it deploys: where each service answers
 - `StatusReporter`       where a pull request's check verdict is posted (GitHub, GitLab)
-- `RunRecorder`          the ledger as the diary of runs: open, record outcomes, close
+- `RunRecorder`          the ledger as the diary of runs: open, record outcomes, close, forget old ones
 - `DeployedStateReader`  the ledger as the memory of what is live
 - `RepositoryCatalogue`  the ledger as the list of tracked repositories, and their locks
 - `DeliveryInbox`        the ledger as the inbox of webhook deliveries
+- `Replicas`             the ledger as where serving replicas beat and claim their work
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,6 +42,7 @@ __all__ = [
     "DeliveryInbox",
     "DeployedStateReader",
     "LedgerPort",
+    "Replicas",
     "RepositoryCatalogue",
     "RunRecorder",
     "ServiceTarget",
@@ -70,6 +73,22 @@ class Source(Protocol):
 
     def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot:
         """A pull request's head (`remote_ref` at `commit`), checked out; nothing of it is run."""
+        ...
+
+    def hold(self, snapshot: Snapshot) -> AbstractContextManager[Snapshot]:
+        """Keep the checkout from being tidied away while it is read outside the repository's lock."""
+        ...
+
+    def tidy(self, repo: RepoRef, keep: Set[str], window: int) -> int:
+        """Remove checkouts not in `keep`, not among the `window` used last, not held; how many."""
+        ...
+
+    def gc(self, repo: RepoRef, every: float) -> bool:
+        """Compact the repository's git store when the last time is older than `every` seconds."""
+        ...
+
+    def disk_usage(self, repo: RepoRef | None = None) -> int:
+        """Bytes the source's cache takes on disk (for `repo`, or in all)."""
         ...
 
 
@@ -176,12 +195,16 @@ class RunRecorder(Protocol):
         """Note what drifted, seen outside a run."""
         ...
 
+    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Any:
+        """Apply retention to runs, outcomes, deliveries and build records; never to the live state."""
+        ...
+
 
 class DeliveryInbox(Protocol):
     """Webhook deliveries, kept before they are acknowledged and closed once a run covers them."""
 
-    def queued_deliveries(self) -> list[Delivery]:
-        """Deliveries accepted but not processed (a crash left them)."""
+    def claim_orphans(self, replica: str, stale_after: float) -> list[Delivery]:
+        """Claim the queued deliveries no live replica holds (never claimed, or a dead one's)."""
         ...
 
     def finish_deliveries(
@@ -195,5 +218,26 @@ class DeliveryInbox(Protocol):
         ...
 
 
-class LedgerPort(RepositoryCatalogue, DeployedStateReader, RunRecorder, DeliveryInbox, Protocol):
+class Replicas(Protocol):
+    """Serving replicas: each beats while alive, and takes a repository's poll or drift check in
+    the ledger so that, of several, one does it."""
+
+    def join(self, replica: str, host: str, pid: int) -> None:
+        """Register a replica."""
+        ...
+
+    def beat(self, replica: str) -> None:
+        """Say the replica is alive."""
+        ...
+
+    def leave(self, replica: str) -> None:
+        """Unregister a replica stopping cleanly; its unfinished deliveries become free."""
+        ...
+
+    def claim_duty(self, repo: str, duty: str, every: float) -> bool:
+        """Take `repo`'s `duty` (poll, drift) unless a replica took it within `every` seconds."""
+        ...
+
+
+class LedgerPort(RepositoryCatalogue, DeployedStateReader, RunRecorder, DeliveryInbox, Replicas, Protocol):
     """Every role of the ledger the reconciler uses (controller.ledger.Ledger, tests.fakes.FakeLedger)."""

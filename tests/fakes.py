@@ -5,12 +5,13 @@ Kubernetes. The real adapters are tested against the real things elsewhere.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -95,6 +96,19 @@ class FakeSource:
     def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot:
         return self.checkout(repo, commit)
 
+    @contextmanager
+    def hold(self, snapshot: Snapshot) -> Iterator[Snapshot]:
+        yield snapshot  # the fake's commits are never tidied away
+
+    def tidy(self, repo: RepoRef, keep: Set[str], window: int) -> int:
+        return 0
+
+    def gc(self, repo: RepoRef, every: float) -> bool:
+        return False
+
+    def disk_usage(self, repo: RepoRef | None = None) -> int:
+        return 0
+
 
 @dataclass
 class FakeRun:
@@ -126,6 +140,8 @@ class FakeLedger:
         self.forgotten = 0
         """No-op runs not kept (polls that found nothing to do)."""
         self.deliveries: dict[int, Delivery] = {}
+        self.claimed: set[int] = set()
+        self.replicas: set[str] = set()
         self._ids = itertools.count(1)
         self._guard = threading.Lock()
 
@@ -223,15 +239,36 @@ class FakeLedger:
         return next(r for r in self.runs if r.id == run_id)
 
     # ---- DeliveryInbox
-    def record_delivery(self, delivery: Delivery) -> int:
+    def record_delivery(self, delivery: Delivery, claimed_by: str | None = None) -> int:
         with self._guard:
             row = next(self._ids)
+            if claimed_by is not None:
+                self.claimed.add(row)
             self.deliveries[row] = replace(delivery, id=row)
             return row
 
-    def queued_deliveries(self) -> list[Delivery]:
-        with self._guard:
-            return [d for d in self.deliveries.values() if d.status is DeliveryStatus.QUEUED]
+    def claim_orphans(self, replica: str, stale_after: float) -> list[Delivery]:
+        with self._guard:  # one replica: every queued delivery not yet claimed is an orphan
+            found = [d for d in self.deliveries.values() if d.status is DeliveryStatus.QUEUED]
+            fresh = [d for d in found if d.id not in self.claimed]
+            self.claimed.update(d.id for d in fresh if d.id is not None)
+            return fresh
+
+    # ---- Replicas (one: the fake serves a single process)
+    def join(self, replica: str, host: str, pid: int) -> None:
+        self.replicas.add(replica)
+
+    def beat(self, replica: str) -> None:
+        pass
+
+    def leave(self, replica: str) -> None:
+        self.replicas.discard(replica)
+
+    def claim_duty(self, repo: str, duty: str, every: float) -> bool:
+        return True
+
+    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Any:
+        return type("Pruned", (), {"runs": 0, "outcomes": 0, "deliveries": 0, "builds": 0})()
 
     def finish_deliveries(
         self, ids: list[int], status: DeliveryStatus, reason: str | None = None, result: dict[str, Any] | None = None

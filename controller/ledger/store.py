@@ -43,9 +43,9 @@ from controller.model import (
 )
 from controller.render.hashing import plain
 
-__all__ = ["HEAD_REVISION", "Ledger", "RepoStatus"]
+__all__ = ["HEAD_REVISION", "Ledger", "Pruned", "RepoStatus"]
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The newest migration (tests check it is the migrations' head): a ledger already there is
 opened without loading Alembic, which costs a CLI command a quarter of a second."""
 
@@ -105,12 +105,23 @@ class RepoStatus:
         return "degraded"
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows one retention pass removed."""
+
+    runs: int = 0
+    outcomes: int = 0
+    deliveries: int = 0
+    builds: int = 0
+
+
 class Ledger:
     """The ledger at `url` (`sqlite:///path` or `postgresql+psycopg://...`), migrated on open."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._server_fd: int | None = None
         if self.is_sqlite:
             path = sa.engine.make_url(url).database
             if not path or path == ":memory:":
@@ -157,6 +168,27 @@ class Ledger:
         except sa.exc.SQLAlchemyError as exc:
             return f"ledger unreachable: {type(exc).__name__}"
         return None
+
+    def claim_server(self) -> None:
+        """Note that this process serves the ledger. A SQLite ledger is served by one process:
+        a second `liminal serve` on the same file gets a ConfigError saying so (PostgreSQL takes
+        any number of replicas). The claim is an flock, so it ends with the process."""
+        if not self.is_sqlite or self._server_fd is not None:
+            return
+        path = self._lock_dir.parent / (Path(sa.engine.make_url(self.url).database or "ledger.db").name + ".serve")
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 40, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"the SQLite ledger {path.with_suffix('')} is served already (by {holder}); SQLite is single-replica:"
+                " stop that `liminal serve`, or run several on a PostgreSQL ledger (LIMINAL_LEDGER_URL)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._server_fd = fd
 
     # ---- repositories ------------------------------------------------------------------------
 
@@ -411,9 +443,9 @@ class Ledger:
 
     # ---- webhook deliveries ------------------------------------------------------------------
 
-    def record_delivery(self, delivery: Delivery) -> int | None:
-        """Record a delivery before it is acknowledged: its row id, or None when its id was seen
-        before (a replay)."""
+    def record_delivery(self, delivery: Delivery, claimed_by: str | None = None) -> int | None:
+        """Record a delivery before it is acknowledged (claimed by the replica `claimed_by`, which
+        processes it): its row id, or None when its id was seen before (a replay)."""
         try:
             with self.engine.begin() as conn:
                 inserted = conn.execute(
@@ -431,6 +463,7 @@ class Ledger:
                         reason=delivery.reason,
                         received_at=_now(),
                         processed_at=None if delivery.status == "queued" else _now(),
+                        claimed_by=claimed_by,
                     )
                 )
                 key = inserted.inserted_primary_key
@@ -438,15 +471,150 @@ class Ledger:
         except sa.exc.IntegrityError:
             return None
 
-    def queued_deliveries(self) -> list[Delivery]:
-        """Deliveries acknowledged but not processed yet (after a crash too), oldest first."""
+    def claim_orphans(self, replica: str, stale_after: float) -> list[Delivery]:
+        """Claim, for `replica`, the queued deliveries no live replica holds: never claimed, or
+        claimed by one whose heartbeat is older than `stale_after` seconds (it died; a crash
+        left them). Oldest first. Two replicas claiming at once get disjoint sets (PostgreSQL:
+        `FOR UPDATE SKIP LOCKED`; SQLite serves one replica)."""
+        alive = sa.select(t.replicas.c.id).where(
+            t.replicas.c.heartbeat_at >= _now() - dt.timedelta(seconds=stale_after), t.replicas.c.id != replica
+        )
+        with self.engine.begin() as conn:
+            rows = list(
+                conn.execute(
+                    sa.select(t.deliveries)
+                    .where(
+                        t.deliveries.c.status == DeliveryStatus.QUEUED.value,
+                        sa.or_(t.deliveries.c.claimed_by.is_(None), t.deliveries.c.claimed_by.not_in(alive)),
+                        sa.or_(t.deliveries.c.claimed_by.is_(None), t.deliveries.c.claimed_by != replica),
+                    )
+                    .order_by(t.deliveries.c.id)
+                    .limit(500)
+                    .with_for_update(skip_locked=True)
+                ).mappings()
+            )
+            if rows:
+                conn.execute(
+                    t.deliveries.update()
+                    .where(t.deliveries.c.id.in_([r["id"] for r in rows]))
+                    .values(claimed_by=replica)
+                )
+        return [_delivery(r) for r in rows]
+
+    # ---- replicas ----------------------------------------------------------------------------
+
+    def join(self, replica: str, host: str, pid: int) -> None:
+        """Register a serving replica (its heartbeat starts now)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(t.replicas.delete().where(t.replicas.c.id == replica))
+            conn.execute(t.replicas.insert().values(id=replica, host=host, pid=pid, started_at=now, heartbeat_at=now))
+
+    def beat(self, replica: str) -> None:
+        """Say that `replica` is alive (its claims stay its own while it beats)."""
+        with self.engine.begin() as conn:
+            conn.execute(t.replicas.update().where(t.replicas.c.id == replica).values(heartbeat_at=_now()))
+
+    def leave(self, replica: str) -> None:
+        """Unregister a replica that stops cleanly; what it claimed and did not finish is free at once."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.deliveries.update()
+                .where(t.deliveries.c.claimed_by == replica, t.deliveries.c.status == DeliveryStatus.QUEUED.value)
+                .values(claimed_by=None)
+            )
+            conn.execute(t.replicas.delete().where(t.replicas.c.id == replica))
+
+    def replicas(self, stale_after: float) -> list[dict[str, Any]]:
+        """The replicas whose heartbeat is newer than `stale_after` seconds."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.deliveries)
-                .where(t.deliveries.c.status == DeliveryStatus.QUEUED.value)
-                .order_by(t.deliveries.c.id)
+                sa.select(t.replicas)
+                .where(t.replicas.c.heartbeat_at >= _now() - dt.timedelta(seconds=stale_after))
+                .order_by(t.replicas.c.started_at)
             ).mappings()
-            return [_delivery(r) for r in rows]
+            return [dict(r) for r in rows]
+
+    def claim_duty(self, repo: str, duty: str, every: float) -> bool:
+        """Take `repo`'s `duty` (`poll` or `drift`) unless a replica took it within the last
+        `every` seconds: one conditional update, so of replicas asking at once one gets it."""
+        if self.is_sqlite:
+            return True  # one replica serves a SQLite ledger (claim_server): nobody to share with
+        column = {"poll": t.repositories.c.poll_claimed_at, "drift": t.repositories.c.drift_claimed_at}[duty]
+        now = _now()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                t.repositories.update()
+                .where(
+                    t.repositories.c.name == repo,
+                    sa.or_(column.is_(None), column <= now - dt.timedelta(seconds=every)),
+                )
+                .values({column.key: now})
+            )
+            return bool(done.rowcount)
+
+    # ---- retention ---------------------------------------------------------------------------
+
+    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Pruned:
+        """Delete runs (with their outcomes), processed deliveries and image build records older
+        than `older_than`, keeping each repository's newest `keep_runs` runs and its last run,
+        every queued delivery, and the newest build of each image. What is deployed (the live
+        state) is never touched."""
+        cutoff = _now() - older_than
+        keep_runs = max(1, keep_runs)
+        runs = outcomes = 0
+        with self.engine.begin() as conn:
+            for repo_id, last_run in conn.execute(sa.select(t.repositories.c.id, t.repositories.c.last_run_id)).all():
+                newest_kept = conn.execute(
+                    sa.select(t.runs.c.id)
+                    .where(t.runs.c.repo_id == repo_id)
+                    .order_by(t.runs.c.id.desc())
+                    .offset(keep_runs - 1)
+                    .limit(1)
+                ).scalar()
+                if newest_kept is None:
+                    continue
+                old = sa.and_(
+                    t.runs.c.repo_id == repo_id,
+                    t.runs.c.id < newest_kept,
+                    t.runs.c.started_at < cutoff,
+                    t.runs.c.status != RunStatus.RUNNING.value,
+                    t.runs.c.id != (last_run or -1),
+                )
+                ids = sa.select(t.runs.c.id).where(old).scalar_subquery()
+                outcomes += conn.execute(t.outcomes.delete().where(t.outcomes.c.run_id.in_(ids))).rowcount
+                runs += conn.execute(t.runs.delete().where(old)).rowcount
+            deliveries = conn.execute(
+                t.deliveries.delete().where(
+                    t.deliveries.c.received_at < cutoff, t.deliveries.c.status != DeliveryStatus.QUEUED.value
+                )
+            ).rowcount
+            newest_builds = (
+                sa.select(sa.func.max(t.image_builds.c.id))
+                .group_by(t.image_builds.c.repo_id, t.image_builds.c.image)
+                .scalar_subquery()
+            )
+            builds = conn.execute(
+                t.image_builds.delete().where(
+                    t.image_builds.c.started_at < cutoff, t.image_builds.c.id.not_in(newest_builds)
+                )
+            ).rowcount
+        return Pruned(runs=runs, outcomes=outcomes, deliveries=deliveries, builds=builds)
+
+    def size(self) -> dict[str, int]:
+        """Rows per table (for `liminal status` and the soak benchmark)."""
+        tables = {
+            "runs": t.runs,
+            "outcomes": t.outcomes,
+            "deliveries": t.deliveries,
+            "builds": t.image_builds,
+            "deployed": t.deployed,
+        }
+        with self.engine.connect() as conn:
+            return {
+                name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+                for name, table in tables.items()
+            }
 
     def finish_deliveries(
         self, ids: list[int], status: DeliveryStatus, reason: str | None = None, result: dict[str, Any] | None = None

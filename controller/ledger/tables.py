@@ -10,6 +10,7 @@ __all__ = [
     "image_builds",
     "metadata",
     "outcomes",
+    "replicas",
     "repositories",
     "runs",
 ]
@@ -36,6 +37,9 @@ repositories = sa.Table(
     # the newest check (a run, or a poll that found nothing to do and was not kept as a run)
     sa.Column("last_checked_at", sa.DateTime(timezone=True)),
     sa.Column("last_checked_commit", sa.String(64)),
+    # when a replica last took this repository's poll or drift check (each is done by one replica)
+    sa.Column("poll_claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("drift_claimed_at", sa.DateTime(timezone=True)),
 )
 
 runs = sa.Table(
@@ -94,6 +98,7 @@ image_builds = sa.Table(
     sa.Column("message", sa.Text),
     sa.Column("digest", sa.String(100)),
     sa.Column("seconds", sa.Float),
+    sa.Index("ix_image_builds_repo_image", "repo_id", "image", "id"),
 )
 
 deliveries = sa.Table(
@@ -114,6 +119,19 @@ deliveries = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("project", sa.String(300)),
     sa.Column("result", sa.JSON),
+    # the replica that processes it; a replica that stops beating loses its queued deliveries to another
+    sa.Column("claimed_by", sa.String(80)),
     sa.UniqueConstraint("provider", "delivery_id", name="uq_delivery"),
-    sa.Index("ix_webhook_deliveries_status", "status", "id"),  # the queued ones, at start
+    sa.Index("ix_webhook_deliveries_status", "status", "id"),  # the queued ones
+    sa.Index("ix_webhook_deliveries_received", "received_at"),  # retention
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
 )

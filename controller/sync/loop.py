@@ -19,9 +19,12 @@ and pushes of the same commit record nothing), a drift repair runs, or someone a
 from __future__ import annotations
 
 import copy
+import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from controller.sync.check import CheckResult, check_pull_request
 from controller.sync.deps import Deps
 from controller.sync.reconcile import RunResult, observe_drift, reconcile
 from controller.sync.requeue import requeue
+from controller.sync.upkeep import Retention, UpkeepReport, upkeep
 
 __all__ = ["DURATION_BUCKETS", "LoopStats", "ReconcileLoop"]
 
@@ -62,6 +66,18 @@ class LoopStats:
     """Resources restored after drift, per repository."""
     images: dict[str, int] = field(default_factory=dict)
     """Image changes the runs carried out, by result (applied: built or pushed; failed)."""
+    pruned: dict[str, int] = field(default_factory=dict)
+    """Ledger rows deleted by retention, by table; `checkouts` for checkouts tidied away."""
+    cache_bytes: int | None = None
+    """The git cache's size at the last upkeep pass (None before the first)."""
+    taken_over: int = 0
+    """Deliveries taken from a replica that stopped beating."""
+
+    def kept(self, report: UpkeepReport) -> None:
+        """Count one upkeep pass (the caller holds the loop's lock)."""
+        for table, count in [*report.rows.items(), ("checkouts", report.checkouts)]:
+            self.pruned[table] = self.pruned.get(table, 0) + count
+        self.cache_bytes = report.cache_bytes
 
     def observe(self, run: RunResult, seconds: float) -> None:
         """Count one recorded run (the caller holds the loop's lock)."""
@@ -110,6 +126,9 @@ class ReconcileLoop:
         reporters: Mapping[str, StatusReporter] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         max_checks: int = 64,
+        retention: Retention | None = None,
+        replica: str | None = None,
+        stale_after: float = 15.0,
     ) -> None:
         self.deps = deps
         self.workers = max(1, workers)
@@ -122,6 +141,11 @@ class ReconcileLoop:
         self._checks: deque[Delivery] = deque()
         self.max_checks = max_checks
         """Pull-request checks that may wait at once (each fetches and renders a head)."""
+        self.retention = retention or Retention()
+        self.replica = replica or f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        """This process among the replicas serving the ledger: it claims the deliveries it receives."""
+        self.stale_after = stale_after
+        """Seconds without a heartbeat after which a replica's queued deliveries go to another."""
         self.stats = LoopStats()
         self._repos: dict[str, _Repo] = {}
         self._cond = threading.Condition()
@@ -186,17 +210,10 @@ class ReconcileLoop:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Pick up deliveries a crash left queued, then start the workers and the poller."""
-        queued = self.deps.ledger.queued_deliveries()
-        by_repo: dict[str, list[int]] = {}
-        for delivery in queued:
-            if delivery.kind is DeliveryKind.PULL_REQUEST:
-                if not self.request_check(delivery) and delivery.id is not None:
-                    self._finish([delivery.id], "too many pull-request checks were waiting", repo=delivery.repo)
-            elif delivery.repo and delivery.id is not None:
-                by_repo.setdefault(delivery.repo, []).append(delivery.id)
-        for repo, ids in by_repo.items():
-            self.request(repo, Trigger.WEBHOOK, ids)
+        """Register as a replica, take the deliveries no live replica holds (a crash left them),
+        then start the workers, the poller and the upkeep."""
+        self.deps.ledger.join(self.replica, socket.gethostname(), os.getpid())
+        recovered = self._adopt()
         now = time.monotonic()
         for ref in self.deps.ledger.repos():
             state = self._repos.setdefault(ref.name, _Repo())
@@ -206,16 +223,36 @@ class ReconcileLoop:
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        poller = threading.Thread(target=self._poll, name="poller", daemon=True)
-        poller.start()
-        self._threads.append(poller)
+        for name, target in (("poller", self._poll), ("upkeep", self._upkeep)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         log.info(
             "loop.started",
+            replica=self.replica,
             workers=self.workers,
             poll_interval=self.poll_interval,
             drift_interval=self.drift_interval,
-            recovered=len(queued),
+            recovered=recovered,
         )
+
+    def _adopt(self) -> int:
+        """Claim the queued deliveries no live replica holds and ask for their runs and checks."""
+        orphans = self.deps.ledger.claim_orphans(self.replica, self.stale_after)
+        by_repo: dict[str, list[int]] = {}
+        for delivery in orphans:
+            if delivery.kind is DeliveryKind.PULL_REQUEST:
+                if not self.request_check(delivery) and delivery.id is not None:
+                    self._finish([delivery.id], "too many pull-request checks were waiting", repo=delivery.repo)
+            elif delivery.repo and delivery.id is not None:
+                by_repo.setdefault(delivery.repo, []).append(delivery.id)
+        for repo, ids in by_repo.items():
+            self.request(repo, Trigger.WEBHOOK, ids)
+        if orphans:
+            with self._cond:
+                self.stats.taken_over += len(orphans)
+            log.info("loop.deliveries_adopted", replica=self.replica, deliveries=len(orphans), repos=sorted(by_repo))
+        return len(orphans)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop taking work; wait for running reconciles to finish (each records as it goes, so one
@@ -226,7 +263,11 @@ class ReconcileLoop:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        log.info("loop.stopped")
+        try:
+            self.deps.ledger.leave(self.replica)
+        except Exception as exc:  # its deliveries are adopted once its heartbeat is stale
+            log.warning("loop.leave_failed", error=str(exc))
+        log.info("loop.stopped", replica=self.replica)
 
     # ---- threads ----------------------------------------------------------------------------------
 
@@ -234,11 +275,20 @@ class ReconcileLoop:
         return interval * (1 + random.uniform(-self.jitter, self.jitter))
 
     def _poll(self) -> None:
+        beat_every = self.stale_after / 3
+        next_beat = time.monotonic() + beat_every
         while True:
             with self._cond:
                 if self._stopping:
                     return
                 self.heartbeat = time.monotonic()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
+                try:  # alive for the other replicas; and what a dead one held is ours to finish
+                    self.deps.ledger.beat(self.replica)
+                    self._adopt()
+                except Exception as exc:
+                    log.warning("loop.beat_failed", error=str(exc))
             try:
                 tracked = [r.name for r in self.deps.ledger.repos()]
             except Exception as exc:
@@ -258,12 +308,38 @@ class ReconcileLoop:
                         state.next_poll = now + self._jittered(self.poll_interval)
                     if poll or drift:  # a poll's reconcile observes the targets too
                         state.next_drift = now + self._jittered(self.drift_interval)
+                # of several replicas, the one that takes the duty in the ledger does it
+                # (the replica that polls observes drift too)
                 if poll:
-                    self.request(name, Trigger.POLL)
-                elif drift:
+                    if self._claim(name, "poll", self.poll_interval):
+                        self.request(name, Trigger.POLL)
+                elif drift and self._claim(name, "drift", self.drift_interval):
                     self.request(name, Trigger.DRIFT)
             with self._cond:
                 self._cond.wait(1.0)
+
+    def _claim(self, repo: str, duty: str, interval: float) -> bool:
+        try:
+            # half an interval: replicas' jittered schedules never make one duty twice in a row
+            return self.deps.ledger.claim_duty(repo, duty, interval * 0.5)
+        except Exception as exc:
+            log.warning("loop.claim_failed", repo=repo, duty=duty, error=str(exc))
+            return False
+
+    def _upkeep(self) -> None:
+        wait = min(self.retention.every, 30.0)  # the first pass soon: the disk figure is known early
+        while True:
+            with self._cond:
+                if self._stopping or self._cond.wait_for(lambda: self._stopping, wait):
+                    return
+            wait = self.retention.every
+            try:
+                report = upkeep(self.deps, self.retention)
+            except Exception as exc:  # the next pass tries again
+                log.warning("upkeep.failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            with self._cond:
+                self.stats.kept(report)
 
     def _next(self) -> tuple[str, _Repo] | None:
         now = time.monotonic()

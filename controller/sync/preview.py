@@ -109,7 +109,9 @@ def preview(repo_name: str, deps: Deps, *, head: tuple[str, str] | None = None) 
     snapshot = deps.source.fetch_head(repo, *head) if head else deps.source.fetch(repo)
     bound = log.bind(repo=repo.name, commit=snapshot.commit[:12])
     try:
-        found = planned(repo, snapshot, deps, bound)
+        # read outside the repository's lock: held, so that upkeep leaves the checkout alone
+        with deps.source.hold(snapshot):
+            found = planned(repo, snapshot, deps, bound)
     except InputError as exc:
         return Preview(repo.name, snapshot.commit, Plan(()), (), repo.self_heal, exc.warnings, exc.problems)
     return Preview(

@@ -16,7 +16,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
@@ -38,6 +39,10 @@ __all__ = [
     "extract_tar",
     "sanitize",
 ]
+
+RECENT = 120.0
+"""Seconds after its last use a checkout is never removed: one just made by a plan or a check
+that has not taken its hold yet stays."""
 
 GIT_TIMEOUT = 300.0
 """Seconds one git command (fetch, ls-remote, archive, push) may take before it is killed: a
@@ -270,7 +275,97 @@ class GitSource:
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
+        else:
+            os.utime(folder)  # its last use: tidy keeps the recently used ones
         return Snapshot(repo=repo, commit=commit, root=folder)
+
+    @contextmanager
+    def hold(self, snapshot: Snapshot) -> Iterator[Snapshot]:
+        """Keep `snapshot`'s checkout from being tidied away while it is read (a shared flock
+        that `tidy` must get exclusively; released by the OS if the process dies)."""
+        marker = snapshot.root.parent / f"{snapshot.commit}.hold"
+        fd = os.open(marker, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield snapshot
+        finally:
+            os.close(fd)
+
+    def tidy(self, repo: RepoRef, keep: Set[str], window: int) -> int:
+        """Remove `repo`'s checkouts except those in `keep` (the live commit), the `window` used
+        last, those used in the last RECENT seconds, and any held (`hold`). The caller holds the
+        repository's lock, so no reconcile of it reads one meanwhile. Each goes by an atomic
+        rename first: a half-removed checkout is never taken for a whole one. Returns how many."""
+        commits = self._folder(repo) / "commits"
+        if not commits.is_dir():
+            return 0
+        now = time.time()
+        found = sorted(
+            ((entry.stat().st_mtime, entry) for entry in os.scandir(commits) if entry.is_dir(follow_symlinks=False)),
+            key=lambda item: item[0],
+            reverse=True,
+        )
+        removed = 0
+        for rank, (used, entry) in enumerate(found):
+            if entry.name.startswith((".tmp-", ".trash-")):
+                if now - used > GIT_TIMEOUT * 2:  # a checkout a killed process left half made or half removed
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                continue
+            if entry.name in keep or rank < window or now - used < RECENT:
+                continue
+            marker = commits / f"{entry.name}.hold"
+            fd = os.open(marker, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a plan or a check reads it now
+                trash = commits / f".trash-{entry.name}"
+                os.replace(entry.path, trash)
+                marker.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+            shutil.rmtree(trash, ignore_errors=True)
+            removed += 1
+        return removed
+
+    def gc(self, repo: RepoRef, every: float) -> bool:
+        """`git gc` the repository's mirror (repack, drop unreachable objects) when the last one
+        is older than `every` seconds; under the fetch lock, so never during a fetch. True when it ran."""
+        folder = self._folder(repo)
+        stamp = folder / "gc.stamp"
+        if not (folder / "mirror.git" / "HEAD").is_file():
+            return False
+        if stamp.exists() and time.time() - stamp.stat().st_mtime < every:
+            return False
+        mirror = self._mirror(repo)
+        with _exclusive(folder / "fetch.flock"):
+            _remove_stale_git_locks(Path(mirror.git_dir))
+            try:
+                mirror.git.gc("--quiet", "--prune=now", kill_after_timeout=self.timeout)
+            except git.GitCommandError as exc:
+                raise TransientError(f"git gc of {repo.name}'s mirror failed: {sanitize(str(exc.stderr))}") from exc
+        stamp.touch()
+        return True
+
+    def disk_usage(self, repo: RepoRef | None = None) -> int:
+        """Bytes the git cache takes on disk: `repo`'s mirror and checkouts, or every repository's."""
+        total = 0
+        stack = [str(self._folder(repo) if repo is not None else self.cache)]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    continue  # removed meanwhile
+        return total
 
     def fetch(self, repo: RepoRef, ref: str | None = None) -> Snapshot:
         """The snapshot of `ref` (a full commit id), or of the branch's newest commit."""
