@@ -119,6 +119,13 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
         yield found
         found.close()
         return
+    with postgres_ledger() as found:
+        yield found
+
+
+@contextmanager
+def postgres_ledger() -> Iterator[Ledger]:
+    """A fresh, migrated ledger in a database of its own on the real PostgreSQL server."""
     base = os.environ.get("LIMINAL_TEST_POSTGRES_URL")
     assert base, "LIMINAL_TEST_POSTGRES_URL is not set: run the tests through scripts/test (it starts PostgreSQL)"
     name = f"liminal_test_{uuid.uuid4().hex[:12]}"

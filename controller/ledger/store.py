@@ -507,6 +507,8 @@ class Ledger:
         """Register a serving replica (its heartbeat starts now)."""
         now = _now()
         with self.engine.begin() as conn:
+            if self._server_fd is not None:  # SQLite, served by this process alone: any other is dead
+                conn.execute(t.replicas.delete())
             conn.execute(t.replicas.delete().where(t.replicas.c.id == replica))
             conn.execute(t.replicas.insert().values(id=replica, host=host, pid=pid, started_at=now, heartbeat_at=now))
 

@@ -128,7 +128,7 @@ class ReconcileLoop:
         max_checks: int = 64,
         retention: Retention | None = None,
         replica: str | None = None,
-        stale_after: float = 15.0,
+        stale_after: float = 10.0,
     ) -> None:
         self.deps = deps
         self.workers = max(1, workers)
