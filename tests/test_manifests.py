@@ -80,3 +80,28 @@ def test_the_dockerfile_runs_serve_as_a_non_root_user_with_a_health_check() -> N
     text = (REPO / "Dockerfile").read_text()
     assert "USER 10001:10001" in text and 'CMD ["serve"]' in text and "HEALTHCHECK" in text and "/healthz" in text
     assert "pip install --no-cache-dir ." in text
+
+
+def test_the_ha_variant_runs_two_replicas_on_postgresql_with_a_disruption_budget() -> None:
+    objects = [
+        doc for path in sorted((MANIFESTS / "ha").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+    ]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.37.0", strict=True)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    # the ledger is PostgreSQL, its URL read from the mounted Secret, never a SQLite file on a volume
+    assert env["LIMINAL_LEDGER_URL_FILE"] == "/run/secrets/liminal/ledger_url"
+    secret = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secret["secret"]["secretName"] == "liminal-controller"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    shared = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert claims == {o["metadata"]["name"] for o in shared}
+    assert all(o["spec"]["accessModes"] == ["ReadWriteMany"] for o in shared), "replicas on two nodes share it"
+    pdb = next(o for o in objects if o["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
