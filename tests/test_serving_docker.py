@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -163,3 +166,85 @@ def test_a_serving_container_stopped_by_hand_is_restored(
     endpoint = _endpoint(ledger, serving, repo)
     assert endpoint.health == "healthy" and endpoint.url is not None
     assert _predict(endpoint.url, 1) == (200, {"y": 3.0})
+
+
+def _version(url: str) -> tuple[int, object, float]:
+    """Ask the service its MODEL_VERSION: (status, answer, seconds it took)."""
+    started = time.monotonic()
+    request = urllib.request.Request(f"{url}/version", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), time.monotonic() - started
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace"), time.monotonic() - started
+    except OSError as exc:
+        return 0, str(exc), time.monotonic() - started
+
+
+def test_switches_under_load_drop_nothing_and_keep_nobody_waiting(
+    tmp_path: Path, ledger: Ledger, client: docker.DockerClient, repo: str
+) -> None:
+    remote = example_remote(tmp_path, own_images=True)
+    model = remote / "serving" / "model.py"
+    model.write_text(
+        "import os\n"
+        + model.read_text().replace('return {"version": "1"}', 'return {"version": os.environ["MODEL_VERSION"]}')
+    )
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().rstrip("\n") + '\n    env_vars:\n      MODEL_VERSION: "0"\n')
+    commit_all(remote, "the version from the environment")
+    ledger.add_repo(RepoRef(repo, str(remote)))
+    serving = DockerServingTarget(client)
+    deps = _deps(tmp_path, ledger, client, serving)
+    first = reconcile(repo, deps)
+    assert first.status is RunStatus.SUCCEEDED, first.error
+    url = _endpoint(ledger, serving, repo).url
+    assert url is not None and answers(f"{url}/healthcheck", 30)
+
+    # both cores busy, four clients asking all the time, three switches to a new version
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    seen: list[tuple[float, int, object, float]] = []  # (started, status, answer, seconds)
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            status, answer, seconds = _version(url)
+            seen.append((started, status, answer, seconds))
+
+    clients = [threading.Thread(target=client_loop) for _ in range(4)]
+    switched: list[tuple[float, float, str]] = []  # (reconcile started, returned, version)
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(1)
+        for version in ("1", "2", "3"):
+            yml.write_text(re.sub(r'MODEL_VERSION: "\d"', f'MODEL_VERSION: "{version}"', yml.read_text()))
+            commit_all(remote, f"version {version}")
+            began = time.monotonic()
+            run = reconcile(repo, deps)
+            assert run.status is RunStatus.SUCCEEDED, run.error
+            switched.append((began, time.monotonic(), version))
+            time.sleep(1)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    failed = [s for s in seen if s[1] != 200]
+    slow = [s for s in seen if s[3] > 2.0]
+    print(
+        f"{len(seen)} requests by 4 clients over 3 switches, both cores busy: {len(failed)} failed, "
+        f"{len(slow)} slower than 2 s, slowest {max(s[3] for s in seen):.3f} s"
+    )
+    assert failed == [], failed[:5]
+    assert slow == [], slow[:5]
+    # every request started after a switch returned, and before the next began, got the new version
+    ends = [began for began, _, _ in switched[1:]] + [float("inf")]
+    for (_, returned, version), end in zip(switched, ends, strict=True):
+        after = [s[2] for s in seen if returned <= s[0] < end]
+        assert after and all(a == {"version": version} for a in after), (version, after[:5])
+    apps = client.containers.list(all=True, filters={"label": [SELECTOR, f"liminal-gitops/repo={repo}"]})
+    assert sorted(c.labels["liminal-gitops/role"] for c in apps) == ["app", "proxy"]  # each old version is gone

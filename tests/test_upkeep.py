@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,7 +36,7 @@ from controller.sync.source import RECENT, GitSource
 from tests.conftest import LIMINAL, TEST_REMOTES, cli_env, commit_all, example_remote, git, liminal, running_controller
 
 
-def _aged(ledger: Ledger, table: sa.Table, column: sa.Column, ids: list[int], days: float) -> None:
+def _aged(ledger: Ledger, table: sa.Table, column: sa.Column[Any], ids: list[int], days: float) -> None:
     with ledger.engine.begin() as conn:
         conn.execute(
             table.update()

@@ -3,14 +3,14 @@
 Each service has a stable endpoint, a small proxy container (`<name>`, running
 controller/targets/serving_proxy.py in the service's own image) that publishes the port, and one
 app container per version (`<name>-<hash>`, no published port). A change starts the new version,
-waits until it answers /healthcheck, points the proxy at it, lets in-flight requests finish, then
-stops the old one: no request fails during the switch. Removal stops and removes both.
+waits until it answers /healthcheck, switches the proxy to it, and once the proxy counts no
+request in flight on the old version, stops that one (SIGTERM, then its own shutdown) and removes
+it: no request fails or waits on a version that is gone. Removal stops and removes both.
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
+import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
@@ -44,7 +44,8 @@ log = structlog.get_logger("liminal.serving")
 
 ROLE = "liminal-gitops/role"
 SERVICE = "liminal-gitops/service"
-_BACKEND_FILE = "/tmp/liminal-backend"  # as serving_proxy.BACKEND_FILE reads it
+STOP_TIMEOUT = 10
+"""Seconds a retired version has between SIGTERM and SIGKILL (nothing is in flight on it by then)."""
 
 
 class DockerServingTarget:
@@ -52,12 +53,9 @@ class DockerServingTarget:
 
     watches_drift = True  # a container can be stopped or removed by hand
 
-    def __init__(
-        self, client: docker.DockerClient | None = None, *, health_timeout: float = 60.0, drain_seconds: float = 1.0
-    ) -> None:
+    def __init__(self, client: docker.DockerClient | None = None, *, health_timeout: float = 60.0) -> None:
         self._engine = Engine(client)
         self.health_timeout = health_timeout
-        self.drain_seconds = drain_seconds
 
     @property
     def client(self) -> docker.DockerClient:
@@ -120,12 +118,10 @@ class DockerServingTarget:
             self._wait_healthy(resource, app)
             app.reload()
             address = app.attrs["NetworkSettings"]["IPAddress"]
-            _put_file(proxy, _BACKEND_FILE, f"{address}:{SERVE_PORT}\n")
-            bound.info("serving.switched", container=app.name, backend=address)
-            retired = [a for a in old if a.id != app.id and a not in stale]
-            if retired:
-                time.sleep(self.drain_seconds)  # requests that reached the old version finish there
-            for container in retired:
+            left = self._switch(resource, proxy, f"{address}:{SERVE_PORT}")
+            bound.info("serving.switched", container=app.name, backend=address, still_in_flight=left)
+            for container in [a for a in old if a.id != app.id and a not in stale]:
+                container.stop(timeout=STOP_TIMEOUT)  # SIGTERM: the runtime shuts down by itself
                 container.remove(force=True)
             proxy.reload()
         except docker.errors.APIError as exc:
@@ -135,23 +131,40 @@ class DockerServingTarget:
         message = f"serving at {_url(proxy)}"
         return TargetResult(resource.key, ResultCode.APPLIED, message)
 
+    def _switch(self, resource: Resource, proxy: Any, backend: str) -> int:
+        """Point the proxy at `backend`; returns when no request is in flight on the old version
+        (the proxy counts them), with how many still were when its drain timeout ended."""
+        result = proxy.exec_run(["python3", "-c", _PROXY_SOURCE, "switch", backend], user="65532:65532")
+        answer = result.output.decode(errors="replace").strip()
+        if result.exit_code != 0 or not answer.startswith("left "):
+            raise TargetError(str(resource.key), f"the serving proxy did not switch: {answer[-300:]}")
+        return int(answer.split()[1])
+
     def _proxy(self, resource: Resource, spec: Mapping[str, Any]) -> Any:
         host, port = spec["ports"][f"{SERVE_PORT}/tcp"]
         # no port in liminal.yml: the engine picks a free one, kept while the proxy lives
         ports: dict[str, tuple[str] | tuple[str, int]] = {"8080/tcp": (host, int(port)) if port else (host,)}
         proxy = self._get(spec["name"])
-        if proxy is not None and (proxy.status != "running" or proxy.labels.get("liminal-gitops/ports") != repr(ports)):
-            proxy.remove(force=True)  # stopped by hand, or its port changed: made again
+        if proxy is not None and (
+            proxy.status != "running"
+            or proxy.labels.get("liminal-gitops/ports") != repr(ports)
+            or proxy.labels.get(PROXY_VERSION) != _PROXY_HASH
+        ):
+            proxy.remove(force=True)  # stopped by hand, its port changed, or an older proxy: made again
             proxy = None
         if proxy is None:
-            source = resources.files("controller.targets").joinpath("serving_proxy.py").read_text(encoding="utf-8")
             proxy = self.client.containers.run(
                 spec["image"],
-                ["python3", "-c", source],
+                ["python3", "-c", _PROXY_SOURCE],
                 name=spec["name"],
                 detach=True,
                 ports=ports,
-                labels={**_owner(resource), ROLE: "proxy", "liminal-gitops/ports": repr(ports)},
+                labels={
+                    **_owner(resource),
+                    ROLE: "proxy",
+                    "liminal-gitops/ports": repr(ports),
+                    PROXY_VERSION: _PROXY_HASH,
+                },
                 restart_policy={"Name": "unless-stopped"},
                 user="65532:65532",
             )
@@ -259,16 +272,7 @@ def _url(proxy: Any) -> str | None:
     return None
 
 
-def _put_file(container: Any, path: str, text: str) -> None:
-    """Write one file into a running container (through the engine: works wherever the controller runs)."""
-    directory, _, name = path.rpartition("/")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        data = text.encode()
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mode = 0o644
-        info.mtime = int(time.time())
-        archive.addfile(info, io.BytesIO(data))
-    if not container.put_archive(directory, buffer.getvalue()):
-        raise TargetError(container.name, f"cannot write {path} in the proxy")
+_PROXY_SOURCE = resources.files("controller.targets").joinpath("serving_proxy.py").read_text(encoding="utf-8")
+_PROXY_HASH = hashlib.sha256(_PROXY_SOURCE.encode()).hexdigest()[:12]
+PROXY_VERSION = "liminal-gitops/proxy"
+"""Label holding the proxy code's hash: a proxy of older code is replaced."""
