@@ -169,3 +169,32 @@ def test_one_serve_per_sqlite_ledger_and_upkeep_reports_the_cache(tmp_path: Path
     assert '"git_cache_bytes"' in status.stdout
     assert "git cache" in liminal("status", env=env).stdout
     ledger.close()
+
+
+def test_deliveries_and_duties_are_claimed_by_one_replica(ledger: Ledger) -> None:
+    ledger.add_repo(RepoRef("hello", "/nowhere"))
+    ledger.join("a", "host-a", 1)
+    ledger.join("b", "host-b", 2)
+    row = ledger.record_delivery(Delivery("github", "x1", "push", DeliveryKind.PUSH, "hello"), "a")
+    unclaimed = ledger.record_delivery(Delivery("github", "x2", "push", DeliveryKind.PUSH, "hello"))
+    assert [d.id for d in ledger.claim_orphans("b", stale_after=10)] == [unclaimed], "a beats: its delivery stays"
+    assert ledger.claim_orphans("a", stale_after=10) == [], "b holds x2 now"
+    with ledger.engine.begin() as conn:  # a stops beating
+        conn.execute(
+            t.replicas.update()
+            .where(t.replicas.c.id == "a")
+            .values(heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60))
+        )
+    assert [d.id for d in ledger.claim_orphans("b", stale_after=10)] == [row]
+    assert ledger.claim_orphans("b", stale_after=10) == [], "claimed once"
+    ledger.leave("b")  # a clean stop gives its queued deliveries back at once
+    ledger.join("c", "host-c", 3)
+    assert sorted(d.id for d in ledger.claim_orphans("c", stale_after=10)) == sorted([row, unclaimed])
+    assert [r["id"] for r in ledger.replicas(stale_after=10)] == ["c"], "a is silent, b left"
+    if ledger.is_sqlite:  # one replica serves a SQLite ledger: nothing to share
+        assert ledger.claim_duty("hello", "poll", 60) and ledger.claim_duty("hello", "poll", 60)
+    else:
+        assert ledger.claim_duty("hello", "poll", 60) is True
+        assert ledger.claim_duty("hello", "poll", 60) is False, "taken within the interval"
+        assert ledger.claim_duty("hello", "drift", 60) is True, "each duty apart"
+        assert ledger.claim_duty("hello", "poll", 0.0) is True

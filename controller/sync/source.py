@@ -40,7 +40,7 @@ __all__ = [
     "sanitize",
 ]
 
-RECENT = 120.0
+RECENT = 30.0
 """Seconds after its last use a checkout is never removed: one just made by a plan or a check
 that has not taken its hold yet stays."""
 
