@@ -122,7 +122,7 @@ def main() -> None:
     print(f"{args.repos} repositories polled every 1 s; {args.commits} commits; work in {work}")
     header = (
         f"{'commits':>7} {'min':>5} {'runs':>6} {'outcomes':>8} {'deliv':>5} {'ledger MB':>9} "
-        f"{'mirrors MB':>10} {'other cache MB':>14} {'RSS MB':>7} {'fds':>4} {'threads':>7}"
+        f"{'mirrors MB':>10} {'other cache MB':>14} {'RSS MB':>7} {'fds':>4} {'threads':>7} {'memo':>6}"
     )
     print(header)
 
@@ -132,10 +132,14 @@ def main() -> None:
         mirrors = sum(_bytes(p) for p in (home / "git").glob("*/mirror.git"))
         cache = _bytes(home / "git")
         rss, fds, threads = _proc(serve.pid)
+        with urllib.request.urlopen("http://127.0.0.1:18799/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        found = [line.split()[-1] for line in metrics.splitlines() if line.startswith("liminal_render_cache_entries ")]
+        memo = int(float(found[0])) if found else -1
         print(
             f"{commits:>7} {(time.monotonic() - started) / 60:>5.1f} {rows['runs']:>6} {rows['outcomes']:>8} "
             f"{rows['deliveries']:>5} {ledger_bytes / 2**20:>9.2f} {mirrors / 2**20:>10.2f} "
-            f"{(cache - mirrors) / 2**20:>14.2f} {rss / 2**20:>7.1f} {fds:>4} {threads:>7}",
+            f"{(cache - mirrors) / 2**20:>14.2f} {rss / 2**20:>7.1f} {fds:>4} {threads:>7} {memo:>6}",
             flush=True,
         )
 

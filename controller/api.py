@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -437,6 +437,14 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
     }
 
 
+def _counted(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per `label` value."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
 class _LoopCollector(Collector):
     """What the loop counted (runs, durations, heals, images), queue depth, last success, and the
     drift the ledger holds (one query), read when scraped."""
@@ -468,12 +476,8 @@ class _LoopCollector(Collector):
             stats.duration_sum,
         )
         yield histogram
-        healed = CounterMetricFamily(
-            "liminal_drift_healed", "Resources restored after their live state drifted", labels=["repo"]
-        )
-        for repo, count in sorted(stats.healed.items()):
-            healed.add_metric([repo], count)
-        yield healed
+        healed = "Resources restored after their live state drifted"
+        yield _counted("liminal_drift_healed", healed, "repo", stats.healed)
         drifted = GaugeMetricFamily(
             "liminal_drifted_resources",
             "Resources whose live state was last seen to differ from git and is not restored",
@@ -485,25 +489,23 @@ class _LoopCollector(Collector):
         except Exception:  # a scrape never fails because the ledger is away: /readyz says so
             log.debug("metrics.ledger_unreachable")
         yield drifted
-        images = CounterMetricFamily(
-            "liminal_image_builds",
-            "Image changes carried out by sync runs (built or pushed), by result",
-            labels=["result"],
+        builds = "Image changes carried out by sync runs (built or pushed), by result"
+        yield _counted("liminal_image_builds", builds, "result", stats.images)
+        yield _counted(
+            "liminal_pruned", "Ledger rows deleted by retention, and checkouts tidied away", "what", stats.pruned
         )
-        for result, count in sorted(stats.images.items()):
-            images.add_metric([result], count)
-        yield images
-        pruned = CounterMetricFamily(
-            "liminal_pruned", "Ledger rows deleted by retention, and checkouts tidied away", labels=["what"]
-        )
-        for what, count in sorted(stats.pruned.items()):
-            pruned.add_metric([what], count)
-        yield pruned
         adopted = CounterMetricFamily(
             "liminal_deliveries_adopted", "Queued deliveries taken over from a replica that stopped beating"
         )
         adopted.add_metric([], stats.taken_over)
         yield adopted
+        memo = self.loop.deps.cache
+        if memo is not None:
+            entries = GaugeMetricFamily(
+                "liminal_render_cache_entries", "Parsed files, rendered pipelines and desired states kept in memory"
+            )
+            entries.add_metric([], len(memo))
+            yield entries
         if stats.cache_bytes is not None:
             cache = GaugeMetricFamily("liminal_git_cache_bytes", "Disk used by the git cache at the last upkeep pass")
             cache.add_metric([], stats.cache_bytes)

@@ -25,7 +25,7 @@ from controller.ledger import tables as t
 from controller.model import RepoRef, ResourceKind, ResultCode, RunStatus
 from controller.render.dags import repo_payload_folder
 from tests.conftest import cli_env, commit_all, git, postgres_ledger, running_controller
-from tests.test_serve import SECRET, _push, _sign
+from tests.test_serve import SECRET, _post, _push, _sign
 
 IN_MOVED_TO = 0x80
 
@@ -94,22 +94,14 @@ def _remote(tmp_path: Path, name: str, pipelines: int) -> Path:
     return repo
 
 
-def _deliver(url: str, payload: dict[str, object], signature: str, body: bytes) -> int:
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{url}/webhooks/github",
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signature,
-        },
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return int(response.status)
+def _deliver(url: str, body: bytes, signature: str) -> int:
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+    }
+    return _post(url, "/webhooks/github", body, headers)[0]
 
 
 def _until(predicate: object, seconds: float, what: str) -> float:
@@ -170,7 +162,7 @@ def test_two_replicas_share_the_work_and_the_survivor_finishes_a_killed_sync(tmp
             pushes.append(body)
         signatures = _sign(pushes)
         for i, body in enumerate(pushes):
-            assert _deliver((url_a, url_b)[i % 2], {}, signatures[i], body) == 202
+            assert _deliver((url_a, url_b)[i % 2], body, signatures[i]) == 202
         _until(
             lambda: all(ledger.status(n).last_applied_commit == newest[n] for n in names),
             120,
@@ -191,7 +183,7 @@ def test_two_replicas_share_the_work_and_the_survivor_finishes_a_killed_sync(tmp
         (big / "liminal.yml").write_text(_system("big", 300, 1000))
         target = commit_all(big, "big change")
         body = json.dumps(_push(big, target)).encode()
-        assert _deliver(url_a, {}, _sign([body])[0], body) == 202
+        assert _deliver(url_a, body, _sign([body])[0]) == 202
 
         def running() -> bool:
             run = ledger.status("big").last_run
