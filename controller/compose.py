@@ -33,6 +33,7 @@ def build_deps(
 ) -> tuple[Deps, Ledger]:
     """The reconcile dependencies and the ledger they record into, as the settings configure them."""
     from controller.ledger import Ledger
+    from controller.sync.cache import RenderCache
     from controller.sync.deps import Deps
     from controller.sync.source import GitCredentials, GitSource
     from controller.targets.dag_folder import DagFolderTarget
@@ -89,5 +90,6 @@ def build_deps(
         settings=settings.render,
         environ=settings.placeholders,
         policies=settings.policies,
+        cache=RenderCache(settings.render_cache_entries),
     )
     return deps, ledger

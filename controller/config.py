@@ -81,6 +81,7 @@ KNOWN_NAMES = frozenset(
         "checkouts_kept",
         "upkeep_interval",
         "gc_interval",
+        "render_cache_entries",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -348,6 +349,11 @@ class ControllerSettings:
     gc_interval: float = 86400.0
     """Seconds between `git gc` runs of each repository's mirror (LIMINAL_GC_INTERVAL)."""
 
+    render_cache_entries: int = 5000
+    """Parsed files, rendered pipelines and desired states a process keeps in memory, least
+    recently used dropped first (LIMINAL_RENDER_CACHE_ENTRIES; about 10 KB each for a small
+    liminal.yml). About five per tracked repository keep every poll and small change cheap."""
+
     def __repr__(self) -> str:
         return (
             f"ControllerSettings(home={self.home}, ledger_url=<hidden>, dags_folder={self.dags_folder}, "
@@ -402,6 +408,9 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         checkouts_kept=int(_number("checkouts_kept", values.get("checkouts_kept") or "5", 1, 1000)),
         upkeep_interval=_number("upkeep_interval", values.get("upkeep_interval") or "600", 1, 86400),
         gc_interval=_number("gc_interval", values.get("gc_interval") or "86400", 60, 30 * 86400),
+        render_cache_entries=int(
+            _number("render_cache_entries", values.get("render_cache_entries") or "5000", 100, 10_000_000)
+        ),
     )
 
 
