@@ -40,14 +40,24 @@ _liminal_docker_packages() {
   fi
 }
 
+# A Linux bridge without an address of its own takes the lowest of its ports' MAC addresses and
+# changes it when that container goes: the containers' ARP entry for the gateway goes stale and
+# every connection through the published ports stalls for ~30 s (Docker gives the bridges it
+# makes a fixed address for this reason). Ours gets one too, also when it exists already.
+_liminal_bridge_address() {
+  ip link set liminal0 address 02:42:ac:1f:d5:01 2>/dev/null || true
+}
+
 _liminal_dockerd() {
   export DOCKER_HOST="unix://$LIMINAL_DOCKER_SOCK"
+  if ip link show liminal0 >/dev/null 2>&1; then _liminal_bridge_address; fi
   if docker version >/dev/null 2>&1; then return; fi
   echo "== starting dockerd on $DOCKER_HOST"
   if ! ip link show liminal0 >/dev/null 2>&1; then
     ip link add liminal0 type bridge
     ip addr add 172.31.213.1/24 dev liminal0
   fi
+  _liminal_bridge_address
   ip link set liminal0 up
   mkdir -p "$LIMINAL_DOCKER_ROOT" /run/liminal-docker
   dockerd --host "$DOCKER_HOST" --data-root "$LIMINAL_DOCKER_ROOT" --exec-root /run/liminal-docker \
