@@ -1,4 +1,4 @@
-"""The HTTP face of `liminal serve` (FastAPI): webhooks, health, metrics and the REST API.
+"""The HTTP face of `liminal serve` (FastAPI): webhooks, health, metrics, the REST API and the web UI.
 
 Every webhook delivery is verified, then written to the ledger, and only then acknowledged
 with 202; a replayed delivery id is acknowledged and ignored. Errors become responses here.
@@ -19,18 +19,22 @@ import anyio
 import anyio.to_thread
 import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from controller.errors import LiminalError, sanitize
+from controller.errors import LiminalError, SourceError, sanitize
 from controller.ledger import Ledger
-from controller.model import Delivery, DeliveryKind, DeliveryStatus, Trigger
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, ResourceKind, Trigger
 from controller.sync.loop import DURATION_BUCKETS, ReconcileLoop
 from controller.sync.preview import preview
-from controller.views import run_json
+from controller.ui import STATIC, page
+from controller.views import run_json, service_endpoints
 from webhooks import github, gitlab
 from webhooks.events import WebhookError, WebhookEvent, check_header, same_repository
 
@@ -78,6 +82,8 @@ class ServeSettings:
     gitlab_token: str | None = None
     api_token: str | None = None
     allow_unsigned: bool = False
+    airflow_url: str | None = None
+    """Airflow's web UI: the repository page links each DAG there."""
 
     def __repr__(self) -> str:
         return f"ServeSettings(allow_unsigned={self.allow_unsigned})"
@@ -104,7 +110,16 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         yield
 
-    app = FastAPI(title="Liminal GitOps controller", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc serve their own copies of Swagger UI and ReDoc (fastapi-offline): FastAPI's
+    # default pages load them from a public CDN, which an air-gapped cluster cannot reach
+    app = FastAPIOffline(
+        title="Liminal GitOps controller",
+        version="0.1.0",
+        lifespan=lifespan,
+        static_url="/ui/docs",
+        favicon_url="/ui/static/favicon.svg",
+    )
+    app.mount("/ui/static", StaticFiles(directory=str(STATIC)), name="ui-static")
     registry = CollectorRegistry()
     deliveries = Counter(
         "liminal_webhook_deliveries",
@@ -255,11 +270,9 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     @app.get("/api/v1/repositories/{name}/resources")
     def resources(name: str) -> list[dict[str, Any]]:
-        state = ledger.deployed_state(_known(ledger, name))
-        return [
-            {"kind": str(k.kind), "name": k.name, "content_hash": d.content_hash, "commit": d.commit}
-            for k, d in sorted(state.resources.items(), key=lambda item: str(item[0]))
-        ]
+        """What is deployed and from which commit; services with their URL and health, DAGs with
+        their page in Airflow (when LIMINAL_AIRFLOW_URL is set)."""
+        return _resources_view(ledger, loop, _known(ledger, name), settings.airflow_url)
 
     planners = anyio.CapacityLimiter(PLANS_AT_ONCE)
     planning = [0]  # plans running now (the event loop is one thread)
@@ -270,6 +283,9 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
         It fetches from git and renders, so it needs the API token, and at most PLANS_AT_ONCE run
         at a time (429 beyond)."""
+        return await planned_now(name, request)
+
+    async def planned_now(name: str, request: Request) -> dict[str, Any]:
         _authorize(request, settings.api_token)
         # counted before the first await: requests arriving together cannot all pass the check
         if planning[0] >= PLANS_AT_ONCE:
@@ -317,7 +333,74 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         loop.request(_known(ledger, name), Trigger.API)
         return {"status": "queued", "repository": name}
 
+    @app.post("/api/v1/repositories/{name}/rollback", status_code=202)
+    def rollback(name: str, request: Request, body: RollbackRequest) -> dict[str, Any]:
+        """Revert the branch's newest commit (or every commit after `to`) with one new commit,
+        push it, and queue the sync that deploys it (`liminal rollback`, from the API)."""
+        _authorize(request, settings.api_token)
+        ref = ledger.repo(_known(ledger, name))
+        try:
+            head, reverted = loop.deps.source.revert(ref, body.to)
+        except LiminalError as exc:
+            raise HTTPException(409 if isinstance(exc, SourceError) else 502, str(exc)) from None
+        loop.request(ref.name, Trigger.API)
+        return {"status": "queued", "repository": name, "commit": head, "reverted": reverted}
+
+    # ---- web UI (for people; the JSON above is for programs) ---------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        return page("index.html", repos=repositories())
+
+    @app.get("/repos/{name}", response_class=HTMLResponse)
+    def repository_page(name: str) -> str:
+        repo = repository(name)
+        return page(
+            "repo.html",
+            repo=repo,
+            resources=resources(name),
+            runs=runs(name, 20),
+            builds=list(reversed(ledger.builds(name)[-20:])),
+        )
+
+    @app.get("/repos/{name}/plan", response_class=HTMLResponse)
+    def plan_page(name: str) -> str:
+        return page("plan.html", name=_known(ledger, name))
+
+    @app.get("/repos/{name}/plan/body", response_class=HTMLResponse)
+    async def plan_body(name: str, request: Request) -> str:
+        found = await planned_now(name, request)
+        return page("plan_body.html", plan=found, url=ledger.repo(name).url)
+
+    @app.get("/checks/{provider}/{delivery_id}", response_class=HTMLResponse)
+    def check_page(provider: str, delivery_id: str) -> str:
+        found = check(provider, delivery_id)
+        url = ledger.repo(found["repository"]).url if found["repository"] else ""
+        return page("check.html", check=found, url=url)
+
     return app
+
+
+class RollbackRequest(BaseModel):
+    """`to`: the commit whose files come back (None: undo the newest commit)."""
+
+    to: str | None = None
+
+
+def _resources_view(ledger: Ledger, loop: ReconcileLoop, name: str, airflow_url: str | None) -> list[dict[str, Any]]:
+    """What is deployed, with each service's URL and health and each DAG's page in Airflow."""
+    state = ledger.deployed_state(name)
+    served = dict(service_endpoints(loop.deps, list(state.resources.values())))
+    out = []
+    for key, d in sorted(state.resources.items(), key=lambda item: str(item[0])):
+        row: dict[str, Any] = {"kind": str(key.kind), "name": key.name}
+        row |= {"content_hash": d.content_hash, "commit": d.commit}
+        if key.kind is ResourceKind.SERVICE and key.name in served:
+            row |= {"url": served[key.name].url, "health": str(served[key.name].health)}
+        if key.kind is ResourceKind.DAG and airflow_url:
+            row["airflow"] = f"{airflow_url.rstrip('/')}/dags/{key.name}"
+        out.append(row)
+    return out
 
 
 def _content_headers(request: Request) -> None:

@@ -27,11 +27,9 @@ from controller.config import (
 from controller.errors import ConfigError, InputError, LiminalError
 from controller.model import (
     Deployed,
-    Health,
     Origin,
     Problem,
     RepoRef,
-    ResourceKind,
     RunStatus,
     ServiceEndpoint,
     Spec,
@@ -496,19 +494,9 @@ def _show_provenance(deployed: list[Deployed], fmt: str) -> None:
 
 def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, ServiceEndpoint]]:
     """Each deployed service's URL and live health, asked of the serving target."""
-    from controller.ports import ServiceTarget
+    from controller.views import service_endpoints
 
-    services = [d for d in ledger.deployed_state(repo).resources.values() if d.key.kind is ResourceKind.SERVICE]
-    target = deps.targets.get(ResourceKind.SERVICE)
-    if not services:
-        return []
-    if not isinstance(target, ServiceTarget):
-        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, "no serving target configured")) for d in services]
-    try:
-        found = target.endpoints(services)
-    except LiminalError as exc:
-        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, str(exc))) for d in services]
-    return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, Health.UNKNOWN)) for d in sorted(services, key=str)]
+    return service_endpoints(deps, list(ledger.deployed_state(repo).resources.values()))
 
 
 @cli.command()
@@ -562,6 +550,7 @@ def serve(listen: str | None, workers: int) -> None:
                 gitlab_token=settings.gitlab_webhook_token,
                 api_token=settings.api_token,
                 allow_unsigned=settings.allow_unsigned_webhooks,
+                airflow_url=settings.airflow_url,
             ),
         )
     except LiminalError as exc:

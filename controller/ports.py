@@ -75,6 +75,11 @@ class Source(Protocol):
         """A pull request's head (`remote_ref` at `commit`), checked out; nothing of it is run."""
         ...
 
+    def revert(self, repo: RepoRef, to: str | None = None) -> tuple[str, list[str]]:
+        """Push one commit undoing the newest commit (or every commit after `to`): the new head
+        and the undone commits, newest first."""
+        ...
+
     def hold(self, snapshot: Snapshot) -> AbstractContextManager[Snapshot]:
         """Keep the checkout from being tidied away while it is read outside the repository's lock."""
         ...

@@ -3,14 +3,33 @@ previews as text (a preview's JSON form is `Preview.as_json`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from controller.model import Action, SyncRun
+from controller.errors import LiminalError
+from controller.model import Action, Deployed, Health, ResourceKind, ServiceEndpoint, SyncRun
+from controller.ports import ServiceTarget
 
 if TYPE_CHECKING:
+    from controller.sync.deps import Deps
     from controller.sync.preview import Preview
 
-__all__ = ["preview_text", "run_json"]
+__all__ = ["preview_text", "run_json", "service_endpoints"]
+
+
+def service_endpoints(deps: Deps, deployed: Sequence[Deployed]) -> list[tuple[str, ServiceEndpoint]]:
+    """Each deployed service's URL and live health, asked of the serving target (by name)."""
+    services = sorted((d for d in deployed if d.key.kind is ResourceKind.SERVICE), key=str)
+    target = deps.targets.get(ResourceKind.SERVICE)
+    if not services:
+        return []
+    if not isinstance(target, ServiceTarget):
+        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, "no serving target configured")) for d in services]
+    try:
+        found = target.endpoints(services)
+    except LiminalError as exc:
+        return [(d.key.name, ServiceEndpoint(None, Health.UNKNOWN, str(exc))) for d in services]
+    return [(d.key.name, found.get(d.key) or ServiceEndpoint(None, Health.UNKNOWN)) for d in services]
 
 
 def run_json(r: SyncRun) -> dict[str, Any]:

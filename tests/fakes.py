@@ -96,6 +96,14 @@ class FakeSource:
     def fetch_head(self, repo: RepoRef, remote_ref: str, commit: str) -> Snapshot:
         return self.checkout(repo, commit)
 
+    def revert(self, repo: RepoRef, to: str | None = None) -> tuple[str, list[str]]:
+        history = self.history.get(repo.name, [])
+        if len(history) < 2:
+            raise SourceError(f"{repo.name}: nothing before {history[-1][:12] if history else 'nothing'}")
+        target = to or history[-2]
+        undone = history[history.index(target) + 1 :][::-1]
+        return self.push(repo.name, {}, base=self.commits[target]), undone
+
     @contextmanager
     def hold(self, snapshot: Snapshot) -> Iterator[Snapshot]:
         yield snapshot  # the fake's commits are never tidied away

@@ -440,7 +440,7 @@ def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledg
         by_sha.setdefault(match.group(3), []).append(body)
     assert [s["state"] for s in by_sha[good]] == ["pending", "success"]
     assert by_sha[good][1]["description"].startswith("valid; merging would create 0, update 1, delete 0; 1 warning(s)")
-    assert by_sha[good][1]["target_url"] == "https://liminal.example/api/v1/checks/github/pr-7"
+    assert by_sha[good][1]["target_url"] == "https://liminal.example/checks/github/pr-7"
     assert [s["state"] for s in by_sha[bad]] == ["pending", "failure"]
     assert "liminal.yml:" in by_sha[bad][1]["description"] and "timeout_minutes" in by_sha[bad][1]["description"]
     assert plan["pull_request"] == 7 and plan["result"]["counts"]["update"] == 1

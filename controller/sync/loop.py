@@ -397,7 +397,7 @@ class ReconcileLoop:
     def _check(self, delivery: Delivery) -> None:
         """Check a pull request and report it as a commit status linking to the plan in our API."""
         bound = log.bind(repo=delivery.repo, commit=(delivery.commit or "")[:12], delivery=delivery.delivery_id)
-        link = f"{self.public_url}/api/v1/checks/{delivery.provider}/{delivery.delivery_id}"
+        link = f"{self.public_url}/checks/{delivery.provider}/{delivery.delivery_id}"  # the plan page
         self._report(delivery, CommitStatus("pending", "planning against what is deployed", link), bound)
         number = delivery.pull_request
         # where each provider keeps a pull (merge) request's head
