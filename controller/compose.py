@@ -66,12 +66,14 @@ def build_deps(
             if settings.registry_username and settings.registry_password
             else None
         )
-        targets[ResourceKind.IMAGE] = ImageTarget(auth=auth, on_build=ledger.record_build, on_progress=on_progress)
+        targets[ResourceKind.IMAGE] = ImageTarget(
+            auth=auth, on_build=ledger.record_build, on_progress=on_progress, host=settings.docker_host
+        )
         # a python_server service runs its image: served only when images are built
         if settings.render.serving is ServingTarget.DOCKER:
             from controller.targets.docker_serving import DockerServingTarget
 
-            targets[ResourceKind.SERVICE] = DockerServingTarget()
+            targets[ResourceKind.SERVICE] = DockerServingTarget(host=settings.docker_host)
     if settings.render.serving is ServingTarget.KUBERNETES:
         from controller.targets.kubernetes import KubernetesTarget
         from controller.targets.kubernetes_needs import KubernetesNeeds

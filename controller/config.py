@@ -1,7 +1,8 @@
 """Configuration from `liminal-controller.yaml` and the environment: the only module reading `os.environ`.
 
-The file (path in LIMINAL_CONFIG) holds the same names as the environment, lower case and
-without the `LIMINAL_` prefix (`registry: 127.0.0.1:5000`); the environment wins.
+The file (path in LIMINAL_CONFIG; unset: $LIMINAL_HOME/liminal-controller.yaml when it exists)
+holds the same names as the environment, lower case and without the `LIMINAL_` prefix
+(`registry: 127.0.0.1:5000`); the environment wins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from controller.model import Policies, RepoPolicy
 from controller.render.settings import RenderSettings, ServingTarget
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "KNOWN_NAMES",
     "SECRET_NAMES",
     "ControllerSettings",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 _SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.IGNORECASE)
+
+DEFAULT_CONFIG = "liminal-controller.yaml"
+"""Read from $LIMINAL_HOME (default ./.liminal) when LIMINAL_CONFIG is unset."""
 
 KNOWN_NAMES = frozenset(
     {
@@ -82,6 +87,7 @@ KNOWN_NAMES = frozenset(
         "upkeep_interval",
         "gc_interval",
         "render_cache_entries",
+        "docker_host",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -160,6 +166,10 @@ def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     path = env.get("LIMINAL_CONFIG")
     if path:
         values.update(_read_file(Path(path)))
+    else:  # the file beside the state, where `./scripts/demo` writes its settings
+        default = Path(env.get("LIMINAL_HOME") or ".liminal") / DEFAULT_CONFIG
+        if default.is_file():
+            values.update(_read_file(default))
     for name in KNOWN_NAMES:
         if f"LIMINAL_{name.upper()}" in env:
             values[name] = env[f"LIMINAL_{name.upper()}"]
@@ -255,7 +265,11 @@ class ControllerSettings:
     """SSH private key for ssh:// remotes (LIMINAL_GIT_SSH_KEY_FILE)."""
 
     images: bool = True
-    """Build and push images on the Docker engine at DOCKER_HOST (LIMINAL_IMAGES=docker|off)."""
+    """Build and push images on the Docker engine (LIMINAL_IMAGES=docker|off)."""
+
+    docker_host: str | None = None
+    """The Docker engine images are built on and local services run on (LIMINAL_DOCKER_HOST,
+    e.g. unix:///run/docker.sock); unset: DOCKER_HOST, as the docker SDK reads it."""
 
     registry_username: str | None = None
     """Registry user (LIMINAL_REGISTRY_USERNAME); with LIMINAL_REGISTRY_PASSWORD(_FILE)."""
@@ -377,6 +391,7 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         git_username=values.get("git_username") or "x-access-token",
         git_ssh_key_file=values.get("git_ssh_key_file") or None,
         images=_images(values.get("images", "docker")),
+        docker_host=values.get("docker_host") or None,
         registry_username=values.get("registry_username") or None,
         registry_password=values.get("registry_password") or None,
         airflow_url=values.get("airflow_url") or None,

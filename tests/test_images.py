@@ -301,3 +301,30 @@ def test_cli_sync_shows_build_progress_and_builds_lists_digests(
     assert sorted(c.labels["liminal-gitops/role"] for c in served) == ["app", "proxy"]
     for container in served:
         container.remove(force=True)
+
+
+def test_settings_in_the_home_config_file_reach_every_command_and_docker_host_is_honoured(
+    tmp_path: Path, remote: Path, ledger: Ledger, docker_client: docker.DockerClient, served_repo: str
+) -> None:
+    # no DOCKER_HOST, no LIMINAL_* image settings in the environment: only the file in $LIMINAL_HOME
+    env = {k: v for k, v in cli_env(tmp_path, ledger).items() if k != "DOCKER_HOST"}
+    home = Path(env["LIMINAL_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "liminal-controller.yaml").write_text(
+        f"docker_host: {need('DOCKER_HOST')}\n"
+        f"registry: {need('LIMINAL_TEST_REGISTRY')}\n"
+        f"base_image: {need('LIMINAL_TEST_BASE_IMAGE')}\n"
+        "serving: docker\n"
+    )
+    assert liminal("repo", "add", str(remote), "--name", served_repo, env=env).returncode == 0
+    synced = liminal("sync", served_repo, env=env)
+    assert synced.returncode == 0, synced.stderr
+    tags = sorted(b["tag"] for b in ledger.builds(served_repo))
+    assert len(tags) == 2 and all(t.startswith(need("LIMINAL_TEST_REGISTRY") + "/hello") for t in tags), tags
+    assert docker_client.containers.list(filters={"label": f"liminal-gitops/repo={served_repo}"})
+    # the same file without an engine address: the docker SDK's default socket is not this engine
+    (home / "liminal-controller.yaml").write_text("docker_host: unix:///nowhere/docker.sock\n")
+    (remote / "serving" / "model.py").write_text((remote / "serving" / "model.py").read_text() + "\n")
+    commit_all(remote, "touch the server")
+    refused = liminal("sync", served_repo, env=env)
+    assert refused.returncode != 0 and "/nowhere/docker.sock" in refused.stdout + refused.stderr

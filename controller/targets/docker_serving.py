@@ -53,8 +53,10 @@ class DockerServingTarget:
 
     watches_drift = True  # a container can be stopped or removed by hand
 
-    def __init__(self, client: docker.DockerClient | None = None, *, health_timeout: float = 60.0) -> None:
-        self._engine = Engine(client)
+    def __init__(
+        self, client: docker.DockerClient | None = None, *, health_timeout: float = 60.0, host: str | None = None
+    ) -> None:
+        self._engine = Engine(client, host)
         self.health_timeout = health_timeout
 
     @property

@@ -84,8 +84,9 @@ class ImageTarget:
         parallelism: int = 2,
         on_build: Callable[[BuildRecord], None] | None = None,
         on_progress: Callable[[BuildProgress], None] | None = None,
+        host: str | None = None,
     ) -> None:
-        self._engine = Engine(client)
+        self._engine = Engine(client, host)
         self.auth = auth
         self.parallelism = max(1, parallelism)
         self.on_build = on_build or (lambda record: None)
