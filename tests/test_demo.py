@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -17,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from controller.render.dags import repo_payload_folder
-from tests.conftest import REPO, answers, commit_all, example_remote, free_port, need
+from tests.conftest import REPO, answers, commit_all, free_port, need
 
 
 @contextmanager
-def _demo(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
+def _demo(tmp_path: Path, *args: str, wait: float = 180, **env: str) -> Iterator[tuple[str, Path]]:
     """`scripts/demo ARGS` running with its own LIMINAL_HOME and port: (its URL, its output file)."""
     port = free_port()
     out = tmp_path / "demo.log"
@@ -38,10 +37,11 @@ def _demo(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[str, Path]]:
         proc = subprocess.Popen([str(REPO / "scripts" / "demo"), *args], env=environ, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}"
         try:
-            assert answers(f"{url}/healthz", 180), out.read_text()[-3000:]
+            assert answers(f"{url}/healthz", wait), out.read_text()[-3000:]
+            _until("the demo's summary", lambda: "Ctrl-C stops everything" in out.read_text(), 60)
             yield url, out
         finally:
-            proc.send_signal(signal.SIGTERM)  # the script exec'd `liminal serve`: it stops cleanly
+            proc.send_signal(signal.SIGTERM)  # as Ctrl-C: the script stops what it started, and exits 0
             assert proc.wait(30) == 0, out.read_text()[-3000:]
 
 
@@ -57,21 +57,19 @@ def _until(what: str, predicate: Any, seconds: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_the_demo_runs_the_controller_on_the_bundled_example_and_deploys_a_commit(tmp_path: Path) -> None:
+def test_the_light_demo_tracks_the_bundled_example_and_the_cli_sees_its_settings(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    # no Docker engine answers: images and local serving are off, DAGs still go to the folder
-    with _demo(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock") as (url, out):
+    with _demo(tmp_path, "--lite") as (url, out):
         printed = out.read_text()
-        assert "no Docker engine answers" in printed
-        assert f"repository  {url}/api/v1/repositories/hello-liminal" in printed
-        assert f"metrics     {url}/metrics" in printed
-        assert f"DAG folder  {home / 'dags'}" in printed
+        assert "light mode (asked for with --lite)" in printed
+        assert f"controller UI   {url}/repos/hello-liminal" in printed
+        assert f"API, metrics    {url}/docs   {url}/metrics" in printed
         repo = _get(f"{url}/api/v1/repositories/hello-liminal")
         assert repo["state"] == "synced" and repo["url"] == str(home / "demo" / "hello-liminal")
         payload = home / "dags" / repo_payload_folder("hello-liminal") / "hello_training.json"
         assert json.loads(payload.read_text())["schedule"] == "0 6 * * *"
-        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-            assert "liminal_queue_depth" in response.read().decode()
+        with urllib.request.urlopen(f"{url}/repos/hello-liminal", timeout=10) as response:
+            assert "hello_training" in response.read().decode()  # the UI shows what is deployed
 
         # the GitOps loop: a commit to the demo repository is live at the next poll
         source = home / "demo" / "hello-liminal"
@@ -83,24 +81,43 @@ def test_the_demo_runs_the_controller_on_the_bundled_example_and_deploys_a_commi
             lambda: _get(f"{url}/api/v1/repositories/hello-liminal")["last_applied_commit"] == commit,
         )
         assert json.loads(payload.read_text())["schedule"] == "0 8 * * *"
+        # another shell, with only LIMINAL_HOME: the demo's settings file is what it reads
+        shell = {k: v for k, v in os.environ.items() if not k.startswith("LIMINAL_") and k != "DOCKER_HOST"}
+        status = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "liminal"), "status", "hello-liminal", "--format", "json"],
+            env={**shell, "LIMINAL_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)[0]["last_applied_commit"] == commit
 
     # a second start finds the repository tracked and its copy in place: nothing is copied again
-    with _demo(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock") as (url, out):
+    with _demo(tmp_path, "--lite") as (url, out):
         printed = out.read_text()
         assert "copying the bundled example" not in printed and "repo add" not in printed
         assert _get(f"{url}/api/v1/repositories/hello-liminal")["last_applied_commit"] == commit
 
 
-def test_the_demo_builds_and_serves_the_model_on_the_local_docker_engine(tmp_path: Path, served_repo: str) -> None:
-    source = tmp_path / served_repo
-    shutil.move(example_remote(tmp_path, own_images=True), source)
-    with _demo(tmp_path, str(source), LIMINAL_BASE_IMAGE=need("LIMINAL_TEST_BASE_IMAGE")) as (url, out):
+def test_the_demo_builds_serves_deploys_to_airflow_runs_the_pipeline_and_cleans_up(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    started = time.monotonic()
+    with _demo(tmp_path, wait=900) as (url, out):
         printed = out.read_text()
-        assert "a Docker engine answers" in printed
-        assert re.search(r"^image hello\w+/server: built ", printed, re.MULTILINE), printed[-3000:]
-        found = re.search(r"^   service     hello_server: (http://\S+) healthy$", printed, re.MULTILINE)
+        ready = time.monotonic() - started
+        assert re.search(r"^   run \S+: success$", printed, re.MULTILINE), printed[-4000:]
+        assert re.search(r"^   train_1: success$", printed, re.MULTILINE), printed[-4000:]  # 2 executors
+        found = re.search(r"curl -s -X POST (http://\S+)/predict", printed)
         assert found, printed[-3000:]
         request = urllib.request.Request(f"{found.group(1)}/predict", data=b'{"x": 2}', method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.loads(response.read()) == {"y": 5.0}
-        assert _get(f"{url}/api/v1/repositories/{served_repo}")["state"] == "synced"
+        assert f"Airflow UI      {need('LIMINAL_TEST_AIRFLOW_URL')}/dags/hello_training" in printed
+        with urllib.request.urlopen(f"{url}/repos/hello-liminal", timeout=10) as response:
+            page = response.read().decode()
+        assert "hello_server" in page and found.group(1) in page and "/dags/hello_training" in page
+        print(f"the demo was ready in {ready:.0f} s")
+    # Ctrl-C (SIGTERM here) left no container of the demo behind
+    assert docker_client.containers.list(all=True, filters={"label": "liminal-gitops/repo=hello-liminal"}) == []

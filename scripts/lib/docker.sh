@@ -105,11 +105,11 @@ _liminal_base_images() {
     rm -rf "$dir"
   fi
   # the recipe label changes when the recipe does: an image built by an older recipe is rebuilt
-  if [ "$(docker image inspect -f '{{index .Config.Labels "io.liminal-gitops.recipe"}}' "$LIMINAL_PYTHON_BASE" 2>/dev/null)" != 2 ]; then
+  if [ "$(docker image inspect -f '{{index .Config.Labels "io.liminal-gitops.recipe"}}' "$LIMINAL_PYTHON_BASE" 2>/dev/null)" != 3 ]; then
     echo "== building $LIMINAL_PYTHON_BASE (debootstrap of Debian bookworm with python3 and pip; about a minute, once)"
     local root
     root="$(mktemp -d)"
-    debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates bookworm "$root" \
+    debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates bookworm "$root" \
       http://deb.debian.org/debian >/tmp/liminal-debootstrap.log 2>&1 || {
       tail -20 /tmp/liminal-debootstrap.log >&2
       return 1
@@ -126,7 +126,7 @@ _liminal_base_images() {
     tar -C "$root" -c . | docker import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-      --change 'LABEL io.liminal-gitops.recipe=2' \
+      --change 'LABEL io.liminal-gitops.recipe=3' \
       - "$LIMINAL_PYTHON_BASE" >/dev/null
     rm -rf "$root"
   fi
