@@ -315,12 +315,16 @@ def sync(repo: str | None) -> None:
         runs = [reconcile(name, deps, trigger=Trigger.CLI) for name in _repo_names(ledger, repo)]
     except LiminalError as exc:
         _fail(exc, "text")
+    from controller.views import not_deployed_why
+
     failed = False
     for run in runs:
         click.echo(
             f"{run.repo}: {run.status} at {(run.commit or '?')[:12]} (run {run.id})"
             + (f": {run.error}" if run.error else "")
         )
+        for name in run.not_deployed:
+            click.echo(f"  not deployed here: {name} ({not_deployed_why(name)})")
         failed = failed or run.status in (RunStatus.FAILED, RunStatus.INVALID)
     sys.exit(1 if failed else 0)
 

@@ -516,6 +516,9 @@ class DesiredState:
     resources: tuple[Resource, ...]
     warnings: tuple[Problem, ...] = ()
     """What the files ask for that has no effect or may not do what it seems (deployed anyway)."""
+    not_deployed: tuple[ResourceKey, ...] = ()
+    """What the files ask for that no target of this controller deploys (images off, no serving
+    target): left out of the plan, and said so, never a silent no-op."""
 
     def by_key(self) -> Mapping[ResourceKey, Resource]:
         """The resources indexed by key."""

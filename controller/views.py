@@ -76,6 +76,7 @@ def preview_text(found: Preview) -> str:
         lines.append(f"  {_SIGNS[c.action]} {c.action.value:<6} {c.key.kind}/{c.key.name}{note}")
     if not found.self_heal:
         lines += [f"  ! drift  {name}   (self-heal is off: reported, not restored)" for name in found.drift]
+    lines += [f"  ! skip   {name}   ({not_deployed_why(name)})" for name in found.not_deployed]
     lines += [f"  {w.render()}" for w in found.warnings]
     for c in changes:
         lines.append("")
@@ -87,6 +88,22 @@ def preview_text(found: Preview) -> str:
         lines.append(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete.")
     elif found.drift and not found.self_heal:
         lines.append(f"No changes to apply; {len(found.drift)} resource(s) drifted, not restored (self-heal is off).")
+    elif found.not_deployed:
+        count = len(found.not_deployed)
+        lines.append(f"No changes to what this controller deploys; {count} resource(s) are not deployed here.")
     else:
         lines.append("No changes: what is deployed matches git.")
     return "\n".join(lines) + "\n"
+
+
+_NO_TARGET = {
+    "image": "images are off here, LIMINAL_IMAGES=off: not built, not pushed",
+    "service": "no serving target here: local serving needs LIMINAL_IMAGES=docker, or LIMINAL_SERVING=kubernetes",
+    "claim": "claims are made only with LIMINAL_SERVING=kubernetes",
+    "secret": "secrets are checked only with LIMINAL_SERVING=kubernetes",
+}
+
+
+def not_deployed_why(name: str) -> str:
+    """Why a resource ("kind/name") of git is not deployed by this controller."""
+    return _NO_TARGET.get(name.split("/", 1)[0], "no target here deploys this kind")

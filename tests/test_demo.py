@@ -92,6 +92,24 @@ def test_the_light_demo_tracks_the_bundled_example_and_the_cli_sees_its_settings
         )
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)[0]["last_applied_commit"] == commit
+        # a change to the model cannot be built here: the plan, the run and the UI say so
+        model = source / "serving" / "model.py"
+        model.write_text(model.read_text().replace("2 * float", "3 * float"))
+        commit = commit_all(source, "a better model")
+        plan = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "liminal"), "plan", "hello-liminal"],
+            env={**shell, "LIMINAL_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "! skip   image/hello/server   (images are off here" in plan.stdout, plan.stdout
+        _until(
+            "the model commit",
+            lambda: _get(f"{url}/api/v1/repositories/hello-liminal")["last_applied_commit"] == commit,
+        )
+        with urllib.request.urlopen(f"{url}/repos/hello-liminal", timeout=10) as response:
+            assert "Not deployed here" in response.read().decode()
 
     # a second start finds the repository tracked and its copy in place: nothing is copied again
     with _demo(tmp_path, "--lite") as (url, out):

@@ -196,4 +196,9 @@ def test_liminal_plan_shows_the_drift_and_the_next_sync_does_exactly_that(tmp_pa
     assert [(str(o.action), f"{o.key.kind}/{o.key.name}") for o in run.outcomes] == changes
     assert run.summary["healed"] == ["dag/hello_training"]
     after = liminal("plan", env=env)
-    assert after.stdout.endswith("No changes: what is deployed matches git.\n")
+    # images are off in this test: what git asks for and nothing here deploys is said, not hidden
+    assert (
+        "  ! skip   image/hello/server   (images are off here, LIMINAL_IMAGES=off: not built, not pushed)"
+        in after.stdout
+    )
+    assert after.stdout.endswith("No changes to what this controller deploys; 4 resource(s) are not deployed here.\n")

@@ -60,4 +60,6 @@ def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:
         return DesiredState(origin, ())
     spec = load(files, deps.environ, memo=memo, policy=deps.policies.for_repo(snapshot.repo.name))
     state = render(spec, snapshot.root, deps.settings, origin, memo=memo)
-    return DesiredState(origin, tuple(r for r in state.resources if r.key.kind in deps.targets), state.warnings)
+    kept = tuple(r for r in state.resources if r.key.kind in deps.targets)
+    left_out = tuple(sorted((r.key for r in state.resources if r.key.kind not in deps.targets), key=str))
+    return DesiredState(origin, kept, state.warnings, left_out)

@@ -59,6 +59,8 @@ class Preview:
     """Whether the sync restores the drift (it is in `plan` then) or only reports it."""
     warnings: tuple[Problem, ...] = ()
     problems: tuple[Problem, ...] = ()
+    not_deployed: tuple[str, ...] = ()
+    """Resources ("kind/name") of the commit that no target here deploys (images off, no serving target)."""
 
     @property
     def valid(self) -> bool:
@@ -89,6 +91,7 @@ class Preview:
             ],
             "warnings": [w.as_json() for w in self.warnings[:100]],
             "problems": [p.as_json() for p in self.problems[:100]],
+            "not_deployed": list(self.not_deployed),
         }
 
 
@@ -115,7 +118,13 @@ def preview(repo_name: str, deps: Deps, *, head: tuple[str, str] | None = None) 
     except InputError as exc:
         return Preview(repo.name, snapshot.commit, Plan(()), (), repo.self_heal, exc.warnings, exc.problems)
     return Preview(
-        repo.name, snapshot.commit, found.plan, key_names(found.drifted), repo.self_heal, found.desired.warnings
+        repo.name,
+        snapshot.commit,
+        found.plan,
+        key_names(found.drifted),
+        repo.self_heal,
+        found.desired.warnings,
+        not_deployed=key_names(set(found.desired.not_deployed)),
     )
 
 

@@ -55,6 +55,8 @@ class RunResult:
     """Drifted resources this run restored."""
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    not_deployed: tuple[str, ...] = ()
+    """Resources ("kind/name") of the commit that no target here deploys (images off, no serving target)."""
     requeue: Requeue | None = None
     """What the loop does next when the run failed; None when it succeeded (or changed nothing)."""
     seconds: float = 0.0
@@ -81,6 +83,8 @@ class RunResult:
             out["problems"] = [p.as_json() for p in self.problems[:50]]
         if self.warnings:
             out["warnings"] = [w.render() for w in self.warnings[:100]]
+        if self.not_deployed:
+            out["not_deployed"] = list(self.not_deployed)
         if self.requeue is not None:
             out["retry_after"] = self.requeue.after
         return out
@@ -143,6 +147,8 @@ def _run(
         deps.ledger.set_attempted(run_id, repo.name, commit)
         found = planned(repo, snapshot, deps, bound)
         facts["warnings"] = found.desired.warnings
+        if found.desired.not_deployed:
+            facts["not_deployed"] = key_names(set(found.desired.not_deployed))
         if found.desired.warnings:
             first = found.desired.warnings[0].render()
             bound.warning("sync.spec_warnings", count=len(found.desired.warnings), first=first)

@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from controller.views import not_deployed_why
+
 __all__ = ["STATIC", "page", "source_link"]
 
 STATIC = resources.files("controller.ui") / "static"
@@ -36,6 +38,7 @@ def _environment() -> Any:
     env.filters["short"] = lambda commit: (commit or "-")[:12]
     env.filters["when"] = _when
     env.globals["source_link"] = source_link
+    env.globals["not_deployed_why"] = not_deployed_why
     return env
 
 
