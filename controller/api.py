@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class ServeSettings:
     allow_unsigned: bool = False
     airflow_url: str | None = None
     """Airflow's web UI: the repository page links each DAG there."""
+    reads_need_token: bool = False
+    """The API's reads and the web UI need the API token (LIMINAL_API_READS=token)."""
 
     def __repr__(self) -> str:
         return f"ServeSettings(allow_unsigned={self.allow_unsigned})"
@@ -120,6 +123,47 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         favicon_url="/ui/static/favicon.svg",
     )
     app.mount("/ui/static", StaticFiles(directory=str(STATIC)), name="ui-static")
+
+    if settings.reads_need_token:
+        assert settings.api_token
+        session = _read_session(settings.api_token)
+
+        @app.middleware("http")
+        async def reads_need_the_token(request: Request, call_next: Callable[[Request], Any]) -> Response:
+            path = request.url.path
+            guarded = request.method == "GET" and (path == "/" or path.startswith(_READ_GUARDED))
+            if guarded and not _may_read(request, settings.api_token or "", session):
+                if path.startswith(("/api/", "/openapi.json")):
+                    return JSONResponse(
+                        {"detail": "a valid bearer token is required (LIMINAL_API_READS=token)"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+                return HTMLResponse(page("login.html", next=path), status_code=401)
+            response: Response = await call_next(request)
+            return response
+
+        @app.post("/ui/login", include_in_schema=False)
+        async def login(request: Request) -> Response:
+            """Sign a browser in for reading: a form post of the API token sets a session cookie
+            (HttpOnly, SameSite=Strict) that grants reads only; writes still need the header."""
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > 4096:  # a token and a path; anything bigger is not a sign-in
+                    return Response(status_code=413)
+            form = body.decode(errors="replace")
+            fields = dict(pair.split("=", 1) for pair in form.split("&") if "=" in pair)
+            given = urllib.parse.unquote_plus(fields.get("token", ""))
+            target = urllib.parse.unquote_plus(fields.get("next", "/"))
+            if not target.startswith("/") or target.startswith("//"):
+                target = "/"  # only a page of this controller: never an open redirect
+            if not hmac.compare_digest(given.encode(), (settings.api_token or "").encode()):
+                return HTMLResponse(page("login.html", next=target, failed=True), status_code=401)
+            response = Response(status_code=303, headers={"Location": target})
+            response.set_cookie(_SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+            return response
+
     registry = CollectorRegistry()
     deliveries = Counter(
         "liminal_webhook_deliveries",
@@ -482,6 +526,24 @@ def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:
             continue
         out.append(ref.name)
     return out
+
+
+_READ_GUARDED = ("/api/", "/repos", "/checks", "/docs", "/redoc", "/openapi.json")
+"""What LIMINAL_API_READS=token guards (and "/"); health, metrics, webhooks and static assets stay open."""
+
+_SESSION_COOKIE = "liminal_read"
+
+
+def _read_session(token: str) -> str:
+    """The read-only session cookie's value: derived from the token, so it changes with it."""
+    return hmac.new(token.encode(), b"liminal-gitops read session", "sha256").hexdigest()
+
+
+def _may_read(request: Request, token: str, session: str) -> bool:
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return True
+    return hmac.compare_digest(request.cookies.get(_SESSION_COOKIE, "").encode(), session.encode())
 
 
 def _authorize(request: Request, token: str | None) -> None:

@@ -555,6 +555,7 @@ def serve(listen: str | None, workers: int) -> None:
                 api_token=settings.api_token,
                 allow_unsigned=settings.allow_unsigned_webhooks,
                 airflow_url=settings.airflow_url,
+                reads_need_token=settings.api_reads_need_token,
             ),
         )
     except LiminalError as exc:

@@ -88,6 +88,7 @@ KNOWN_NAMES = frozenset(
         "gc_interval",
         "render_cache_entries",
         "docker_host",
+        "api_reads",
     }
 )
 """Settings names, as written in the file; the environment spells them `LIMINAL_<NAME>`."""
@@ -310,6 +311,10 @@ class ControllerSettings:
     api_token: str | None = None
     """Bearer token for the API's POST endpoints (LIMINAL_API_TOKEN(_FILE)); unset, they are refused."""
 
+    api_reads_need_token: bool = False
+    """LIMINAL_API_READS=token: the API's reads and the web UI need the API token too (a browser
+    signs in once per session); `public` (default): anyone who reaches the controller may read."""
+
     github_token: str | None = None
     """Token that posts pull-request check statuses to GitHub (LIMINAL_GITHUB_TOKEN(_FILE))."""
 
@@ -407,6 +412,7 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         github_webhook_secret=values.get("github_webhook_secret") or None,
         gitlab_webhook_token=values.get("gitlab_webhook_token") or None,
         api_token=values.get("api_token") or None,
+        api_reads_need_token=_reads(values.get("api_reads", "public"), values.get("api_token")),
         allow_unsigned_webhooks=_flag(values.get("allow_unsigned_webhooks")),
         github_token=values.get("github_token") or None,
         gitlab_token=values.get("gitlab_token") or None,
@@ -511,6 +517,14 @@ def _number(name: str, value: str, low: float, high: float) -> float:
     if not low <= found <= high:
         raise ConfigError(f"LIMINAL_{name.upper()} must be a number from {low:g} to {high:g}; got {value!r}")
     return found
+
+
+def _reads(value: str, token: str | None) -> bool:
+    if value not in ("public", "token"):
+        raise ConfigError(f"LIMINAL_API_READS must be public or token; got {value!r}")
+    if value == "token" and not token:
+        raise ConfigError("LIMINAL_API_READS=token needs LIMINAL_API_TOKEN (or LIMINAL_API_TOKEN_FILE)")
+    return value == "token"
 
 
 def _images(value: str) -> bool:

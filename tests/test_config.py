@@ -134,3 +134,12 @@ def test_control_characters_reach_a_console_log_line_escaped(
         structlog.reset_defaults()
     assert line.count("\n") == 1 and "\x1b" not in line
     assert "delivery=x\\x1b[2J\\x1b[1;1H" in line and "ok=plain" in line
+
+
+def test_token_reads_need_a_token_and_take_only_public_or_token() -> None:
+    with pytest.raises(ConfigError, match="LIMINAL_API_READS=token needs LIMINAL_API_TOKEN"):
+        controller_settings({"LIMINAL_API_READS": "token"})
+    with pytest.raises(ConfigError, match="must be public or token"):
+        controller_settings({"LIMINAL_API_READS": "private", "LIMINAL_API_TOKEN": "t0ken"})
+    assert controller_settings({"LIMINAL_API_READS": "token", "LIMINAL_API_TOKEN": "t0ken"}).api_reads_need_token
+    assert not controller_settings({}).api_reads_need_token

@@ -144,3 +144,47 @@ def test_the_ui_shows_the_real_state_live_and_guards_its_actions(tmp_path: Path,
         page.close()
     assert outside == []
     ledger.close()
+
+
+def test_with_api_reads_token_the_ui_and_the_api_need_the_token_and_a_browser_signs_in(
+    tmp_path: Path, browser: Browser
+) -> None:
+    work = example_remote(tmp_path)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'home' / 'ledger.db'}")
+    ledger.add_repo(RepoRef("hello", str(work)))
+    env = cli_env(tmp_path, ledger, LIMINAL_IMAGES="off", LIMINAL_API_TOKEN=API_TOKEN, LIMINAL_API_READS="token")
+    assert liminal("sync", "hello", env=env).returncode == 0
+    with running_controller(env, tmp_path / "serve.log") as (url, _):
+        for path in ("/api/v1/repositories", "/api/v1/runs", "/openapi.json"):
+            assert _status(f"{url}{path}") == 401, path
+            assert _status(f"{url}{path}", {"Authorization": f"Bearer {API_TOKEN}"}) == 200, path
+        assert _status(f"{url}/healthz") == 200 and _status(f"{url}/metrics") == 200  # probes stay open
+        page = browser.new_page()
+        page.goto(f"{url}/repos/hello")
+        expect(page.get_by_role("heading", name="Sign in to read")).to_be_visible()
+        assert "hello_training" not in page.content()
+        page.get_by_label("API token").fill("not-the-token")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_contain_text("not the API token")
+        page.get_by_label("API token").fill(API_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="hello", level=1)).to_be_visible()  # back where it was going
+        expect(page.locator("main")).to_contain_text("hello_training")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "liminal_read")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and API_TOKEN not in cookie["value"]
+        # the reading session never writes: Sync without the token in the page is refused
+        page.locator("form[data-action=sync]").get_by_role("button", name="Sync now").click()
+        expect(page.locator("#action-result")).to_contain_text("401")
+        page.close()
+    ledger.close()
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
