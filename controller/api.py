@@ -152,10 +152,9 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
                 body += chunk
                 if len(body) > 4096:  # a token and a path; anything bigger is not a sign-in
                     return Response(status_code=413)
-            form = body.decode(errors="replace")
-            fields = dict(pair.split("=", 1) for pair in form.split("&") if "=" in pair)
-            given = urllib.parse.unquote_plus(fields.get("token", ""))
-            target = urllib.parse.unquote_plus(fields.get("next", "/"))
+            fields = urllib.parse.parse_qs(body.decode(errors="replace"))
+            given = (fields.get("token") or [""])[0]
+            target = (fields.get("next") or ["/"])[0]
             if not target.startswith("/") or target.startswith("//"):
                 target = "/"  # only a page of this controller: never an open redirect
             if not hmac.compare_digest(given.encode(), (settings.api_token or "").encode()):

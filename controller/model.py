@@ -838,6 +838,16 @@ class SyncRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """Ledger rows one retention pass removed, by table."""
+
+    runs: int = 0
+    outcomes: int = 0
+    deliveries: int = 0
+    builds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BuildRecord:
     """One finished build (and push), for the ledger's image_builds table."""
 

@@ -27,6 +27,7 @@ from controller.model import (
     DeliveryStatus,
     Deployed,
     DeployedState,
+    Pruned,
     RepoRef,
     Resource,
     ResourceKey,
@@ -200,7 +201,7 @@ class RunRecorder(Protocol):
         """Note what drifted, seen outside a run."""
         ...
 
-    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Any:
+    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Pruned:
         """Apply retention to runs, outcomes, deliveries and build records; never to the live state."""
         ...
 

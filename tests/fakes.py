@@ -23,6 +23,7 @@ from controller.model import (
     DeliveryStatus,
     Deployed,
     DeployedState,
+    Pruned,
     RepoRef,
     Resource,
     ResourceKey,
@@ -275,8 +276,8 @@ class FakeLedger:
     def claim_duty(self, repo: str, duty: str, every: float) -> bool:
         return True
 
-    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Any:
-        return type("Pruned", (), {"runs": 0, "outcomes": 0, "deliveries": 0, "builds": 0})()
+    def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Pruned:
+        return Pruned()  # the fake keeps no history worth pruning
 
     def finish_deliveries(
         self, ids: list[int], status: DeliveryStatus, reason: str | None = None, result: dict[str, Any] | None = None

@@ -31,6 +31,7 @@ from controller.model import (
     DeliveryStatus,
     Deployed,
     DeployedState,
+    Pruned,
     RepoRef,
     Resource,
     ResourceKey,
@@ -43,7 +44,7 @@ from controller.model import (
 )
 from controller.render.hashing import plain
 
-__all__ = ["HEAD_REVISION", "Ledger", "Pruned", "RepoStatus"]
+__all__ = ["HEAD_REVISION", "Ledger", "RepoStatus"]
 
 HEAD_REVISION = "0007"
 """The newest migration (tests check it is the migrations' head): a ledger already there is
@@ -103,16 +104,6 @@ class RepoStatus:
         if self.last_run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP):
             return "drifted" if self.drift else "synced"
         return "degraded"
-
-
-@dataclass(frozen=True, slots=True)
-class Pruned:
-    """Rows one retention pass removed."""
-
-    runs: int = 0
-    outcomes: int = 0
-    deliveries: int = 0
-    builds: int = 0
 
 
 class Ledger:
@@ -476,17 +467,16 @@ class Ledger:
         claimed by one whose heartbeat is older than `stale_after` seconds (it died; a crash
         left them). Oldest first. Two replicas claiming at once get disjoint sets (PostgreSQL:
         `FOR UPDATE SKIP LOCKED`; SQLite serves one replica)."""
-        alive = sa.select(t.replicas.c.id).where(
-            t.replicas.c.heartbeat_at >= _now() - dt.timedelta(seconds=stale_after), t.replicas.c.id != replica
-        )
+        beating = t.replicas.c.heartbeat_at >= _now() - dt.timedelta(seconds=stale_after)
+        alive = sa.select(t.replicas.c.id).where(beating)
+        holder = t.deliveries.c.claimed_by
         with self.engine.begin() as conn:
             rows = list(
                 conn.execute(
                     sa.select(t.deliveries)
                     .where(
                         t.deliveries.c.status == DeliveryStatus.QUEUED.value,
-                        sa.or_(t.deliveries.c.claimed_by.is_(None), t.deliveries.c.claimed_by.not_in(alive)),
-                        sa.or_(t.deliveries.c.claimed_by.is_(None), t.deliveries.c.claimed_by != replica),
+                        sa.or_(holder.is_(None), sa.and_(holder != replica, holder.not_in(alive))),
                     )
                     .order_by(t.deliveries.c.id)
                     .limit(500)

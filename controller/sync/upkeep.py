@@ -8,6 +8,7 @@ for) and tidied on the next pass.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -49,7 +50,7 @@ class UpkeepReport:
 def upkeep(deps: Deps, retention: Retention) -> UpkeepReport:
     """One upkeep pass (see the module's docstring)."""
     pruned = deps.ledger.prune_history(dt.timedelta(days=retention.days), retention.runs)
-    rows = {name: int(getattr(pruned, name)) for name in ("runs", "outcomes", "deliveries", "builds")}
+    rows = dataclasses.asdict(pruned)
     checkouts = gc = busy = 0
     for ref in deps.ledger.repos():
         try:
