@@ -131,7 +131,9 @@ def test_the_running_controller_restores_a_hand_edited_dag_and_a_stopped_contain
     labels = [f"liminal-gitops/repo={repo}", "liminal-gitops/role=app"]
 
     def app_running() -> bool:
-        return any(c.status == "running" for c in docker_client.containers.list(all=True, filters={"label": labels}))
+        # the controller removes the stopped copy while it restores: a container may go between list and inspect
+        found = docker_client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+        return any(c.status == "running" for c in found)
 
     runs_before = len(ledger.history(repo, limit=100))
     with running_controller(env, tmp_path / "serve.log") as (url, _):
