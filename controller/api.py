@@ -221,7 +221,8 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         if event.kind is DeliveryKind.PING:
             status, reason = DeliveryStatus.IGNORED, "ping"
         elif event.kind is DeliveryKind.PULL_REQUEST and not targets:
-            status, reason = DeliveryStatus.IGNORED, f"no tracked repository is {', '.join(event.urls[:1])}"
+            status = DeliveryStatus.IGNORED
+            reason = f"no tracked repository follows {event.base or 'the target branch'} of {', '.join(event.urls[:1])}"
         elif event.kind is DeliveryKind.PULL_REQUEST:
             status, reason = DeliveryStatus.QUEUED, None
         elif event.kind is not DeliveryKind.PUSH:
@@ -241,6 +242,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             status=status,
             reason=reason,
             project=event.project,
+            web_url=event.web_url,
         )
         row = ledger.record_delivery(record, loop.replica)  # before the 202: a crash after it loses nothing
         log.info(
@@ -516,13 +518,15 @@ class _BodyLimit:
 
 def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:
     """Tracked repositories the event is about (for a push: those following the pushed branch;
-    for a pull request: the repository it targets)."""
+    for a pull request: those following the branch it targets)."""
     out = []
     for ref in ledger.repos():
         if not same_repository(ref.url, event.urls):
             continue
         if event.kind is DeliveryKind.PUSH and event.ref != f"refs/heads/{ref.branch}":
             continue
+        if event.kind is DeliveryKind.PULL_REQUEST and event.base and event.base != ref.branch:
+            continue  # the plan is against what this branch deployed: only a pull request into it
         out.append(ref.name)
     return out
 

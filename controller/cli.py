@@ -514,10 +514,11 @@ def serve(listen: str | None, workers: int) -> None:
     import uvicorn
 
     from controller.api import ServeSettings, make_app
-    from controller.ports import StatusReporter
+    from controller.ports import CheckReporter
     from controller.sync.loop import ReconcileLoop
     from controller.sync.upkeep import Retention
-    from webhooks.status import GitHubStatuses, GitLabStatuses
+    from webhooks.github_checks import GitHubChecks
+    from webhooks.gitlab_checks import GitLabChecks
 
     try:
         settings = controller_settings()
@@ -525,11 +526,14 @@ def serve(listen: str | None, workers: int) -> None:
         host, _, port = (listen or settings.listen).rpartition(":")
         if not port.isdigit():
             raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")
-        reporters: dict[str, StatusReporter] = {}
+        reporters: dict[str, CheckReporter] = {}
+        # the plan comment's marker is keyed by a secret the pull request's author does not have
         if settings.github_token:
-            reporters["github"] = GitHubStatuses(settings.github_token, settings.github_api_url)
+            key = (settings.github_webhook_secret or settings.github_token).encode()
+            reporters["github"] = GitHubChecks(settings.github_token, settings.github_api_url, marker_key=key)
         if settings.gitlab_token:
-            reporters["gitlab"] = GitLabStatuses(settings.gitlab_token, settings.gitlab_api_url)
+            key = (settings.gitlab_webhook_token or settings.gitlab_token).encode()
+            reporters["gitlab"] = GitLabChecks(settings.gitlab_token, settings.gitlab_api_url, marker_key=key)
         ledger.claim_server()
         loop = ReconcileLoop(
             deps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import urllib.parse
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ __all__ = [
     "BuildRecord",
     "BuildStatus",
     "Change",
-    "CommitStatus",
+    "CheckReport",
+    "Conclusion",
     "ContextFile",
     "DagFile",
     "DeliveryKind",
@@ -33,6 +35,7 @@ __all__ = [
     "Endpoint",
     "Executor",
     "ExecutorType",
+    "ForgeText",
     "Health",
     "Image",
     "ImageBuild",
@@ -44,6 +47,7 @@ __all__ = [
     "Plan",
     "Policies",
     "Problem",
+    "PullRequest",
     "RepoPolicy",
     "RepoRef",
     "Resource",
@@ -744,14 +748,67 @@ class BuildStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class CommitStatus:
-    """A pull-request check's verdict as a commit status: `state` is pending, success, failure or
-    error (GitHub's words; GitLab's are mapped)."""
+class Conclusion(enum.StrEnum):
+    """How a pull-request check ended (GitHub's check run conclusions; GitLab's states are mapped)."""
 
-    state: str
-    description: str
-    target_url: str | None = None
+    SUCCESS = "success"
+    """Valid, nothing to warn about: merging deploys the plan."""
+    NEUTRAL = "neutral"
+    """Valid with warnings: merging deploys the plan, but something in it has no effect here."""
+    FAILURE = "failure"
+    """Invalid (nothing would be deployed), or the check could not run."""
+    CANCELLED = "cancelled"
+    """Superseded: a newer head of the same pull request is checked instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """The pull (merge) request head a check is about, as its forge names it."""
+
+    provider: str
+    project: str
+    """GitHub `owner/name`, GitLab project id."""
+    number: int
+    commit: str
+    web_url: str | None = None
+    """The repository's page (`https://github.com/owner/name`), for links to lines; None: no links."""
+    plan_url: str | None = None
+    """The controller's page with the whole plan (a check run's details, a status's target)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeText:
+    """What a forge accepts: its largest texts, and where a file at a commit lives under a
+    repository's page (`blob` on GitHub, `-/blob` on GitLab)."""
+
+    summary_chars: int
+    comment_chars: int
+    blob: str
+    annotations: int = 500
+    """Problems put on lines at most; the rest are counted in the summary."""
+
+    def line_url(self, pr: PullRequest, path: str, line: int) -> str | None:
+        """The forge's page of `path` at the checked commit, scrolled to `line`."""
+        if not pr.web_url:
+            return None
+        quoted = urllib.parse.quote(path, safe="/")
+        return f"{pr.web_url.rstrip('/')}/{self.blob}/{pr.commit}/{quoted}#L{line}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """A pull-request check's outcome in forge words, cut to the forge's limits."""
+
+    conclusion: Conclusion
+    title: str
+    """One line (a commit status's description; a check run's title)."""
+    summary: str
+    """Markdown: what merging would deploy, per kind, with content hashes; warnings."""
+    annotations: tuple[Problem, ...] = ()
+    """Problems and warnings to put on their lines."""
+    comment: str | None = None
+    """The plan comment's Markdown (table, folded diffs, problems linked to lines); None leaves
+    the pull request's comment as it is (a superseded head must not overwrite a newer plan)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -800,6 +857,8 @@ class Delivery:
     id: int | None = None
     project: str | None = None
     """The provider's name for the repository (GitHub `owner/name`, GitLab project id), for statuses."""
+    web_url: str | None = None
+    """The repository's page on the forge (a pull request's check links problems to its lines)."""
 
 
 @dataclass(frozen=True, slots=True)

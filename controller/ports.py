@@ -6,7 +6,7 @@ fast tests (tests/fakes.py) implement them too.
 - `Source`               commits: fetch a branch or a pull request's head, check a commit out
 - `Target`               one kind of resource: observe / apply / delete
 - `ServiceTarget`        a target that serves what it deploys: where each service answers
-- `StatusReporter`       where a pull request's check verdict is posted (GitHub, GitLab)
+- `CheckReporter`        where a pull request's check is shown (GitHub check run and comment, GitLab status and note)
 - `RunRecorder`          the ledger as the diary of runs: open, record outcomes, close, forget old ones
 - `DeployedStateReader`  the ledger as the memory of what is live
 - `RepositoryCatalogue`  the ledger as the list of tracked repositories, and their locks
@@ -22,12 +22,14 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from controller.model import (
-    CommitStatus,
+    CheckReport,
     Delivery,
     DeliveryStatus,
     Deployed,
     DeployedState,
+    ForgeText,
     Pruned,
+    PullRequest,
     RepoRef,
     Resource,
     ResourceKey,
@@ -40,6 +42,7 @@ from controller.model import (
 )
 
 __all__ = [
+    "CheckReporter",
     "DeliveryInbox",
     "DeployedStateReader",
     "LedgerPort",
@@ -48,7 +51,6 @@ __all__ = [
     "RunRecorder",
     "ServiceTarget",
     "Source",
-    "StatusReporter",
     "Target",
 ]
 
@@ -129,11 +131,22 @@ class ServiceTarget(Target, Protocol):
         ...
 
 
-class StatusReporter(Protocol):
-    """Posts a commit status to where the pull request lives (webhooks.status: GitHub, GitLab)."""
+class CheckReporter(Protocol):
+    """Shows a pull request's check where the pull request lives (webhooks.github_checks,
+    webhooks.gitlab_checks): running, then its report on the head and the plan in one comment."""
 
-    def post(self, project: str, sha: str, status: CommitStatus) -> None:
-        """Set the status of `sha` in `project` (GitHub `owner/name`, GitLab project id)."""
+    @property
+    def text(self) -> ForgeText:
+        """What this forge accepts: the check's report is cut to it."""
+        ...
+
+    def start(self, pr: PullRequest) -> str:
+        """Show the check of `pr.commit` as running; returns what `finish` needs to end it."""
+        ...
+
+    def finish(self, pr: PullRequest, report: CheckReport, started: str) -> None:
+        """End the check with `report`, and write `report.comment` (unless None) into the pull
+        request's one plan comment, created the first time and edited in place after."""
         ...
 
 

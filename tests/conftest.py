@@ -111,6 +111,14 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh, migrated ledger on SQLite (for tests where the ledger's engine is beside the point)."""
+    found = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield found
+    found.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     """A fresh, migrated ledger on SQLite or on the real PostgreSQL server."""

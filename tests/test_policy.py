@@ -4,7 +4,7 @@ invalid, located at the key that asks; the operator's policy file allows more.""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -132,13 +132,6 @@ def test_the_policy_file_is_read_and_checked(tmp_path: Path) -> None:
         policy.write_text(text)
         with pytest.raises(ConfigError, match=message):
             controller_settings({"LIMINAL_POLICY_FILE": str(policy)})
-
-
-@pytest.fixture
-def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
-    found = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield found
-    found.close()
 
 
 def test_a_sync_refuses_a_commit_beyond_the_policy_and_keeps_what_is_live(

@@ -10,7 +10,6 @@ import http.server
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -20,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from controller.ledger import Ledger
 from controller.model import RepoRef, RunStatus
@@ -341,178 +338,6 @@ def test_a_webhook_endpoint_without_its_secret_is_not_served(tmp_path: Path, led
         assert _post(url, "/webhooks/gitlab", b"{}", headers)[0] == 404  # never unsigned by accident
         assert _github(url, "ping", _examples("ping")[0])[0] == 202  # the other one is served
     assert [d.provider for d in ledger.deliveries()] == ["github"]
-
-
-class FakeForgeApi:
-    """A local HTTP FAKE of GitHub's or GitLab's REST API (neither is reachable here): answers
-    every POST (the commit status endpoints) with 201 and records each request."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                fake.requests.append(("POST", self.path, dict(self.headers.items()), body))
-                data = json.dumps({"id": len(fake.requests), "state": (body or {}).get("state")}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _statuses_operation() -> dict[str, Any]:
-    """POST /repos/{owner}/{repo}/statuses/{sha} as GitHub's published OpenAPI description has it."""
-    spec = Path(need("LIMINAL_TEST_NODE_DIR")) / "node_modules/@octokit/openapi/generated/api.github.com.json"
-    return dict(json.loads(spec.read_text())["paths"]["/repos/{owner}/{repo}/statuses/{sha}"]["post"])
-
-
-def test_a_pull_request_gets_a_status_with_the_plan(tmp_path: Path, ledger: Ledger) -> None:
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
-    base = git(remote, "rev-parse", "HEAD")
-    git(remote, "checkout", "-q", "-b", "feature")
-    yml = remote / "liminal.yml"
-    # a later schedule, and a key Airflow ignores (a warning: deployed, shown on the check)
-    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *\n    team_budget: 12"))
-    good = commit_all(remote, "a later schedule")
-    yml.write_text(yml.read_text().replace("timeout_minutes: 30", "timeout_minutes: thirty"))
-    bad = commit_all(remote, "a typo")
-    git(remote, "checkout", "-q", "main")
-    api = FakeForgeApi()
-    github_token = "ghp_" + uuid.uuid4().hex
-    operation = _statuses_operation()
-    schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    try:
-        with _serving(
-            tmp_path,
-            ledger,
-            extra={
-                "LIMINAL_GITHUB_TOKEN": github_token,
-                "LIMINAL_GITHUB_API_URL": api.url,
-                "LIMINAL_PUBLIC_URL": "https://liminal.example",
-            },
-        ) as (url, _):
-            # deploy main first: the check plans against what is deployed
-            assert (
-                _post(url, "/api/v1/repositories/hello/sync", b"", {"Authorization": f"Bearer {API_TOKEN}"})[0] == 202
-            )
-            _wait(lambda: ledger.status("hello").last_applied_commit == base)
-            for number, head in ((7, good), (8, bad)):
-                git(remote, "update-ref", f"refs/pull/{number}/head", head)
-                payload = copy.deepcopy(next(p for p in _examples("pull_request") if p["action"] == "opened"))
-                payload["number"] = number
-                payload["pull_request"].update(number=number)
-                payload["pull_request"]["head"].update(sha=head, ref="feature")
-                payload["repository"].update(clone_url=str(remote), ssh_url=str(remote), git_url=str(remote))
-                status, answer = _github(url, "pull_request", payload, delivery=f"pr-{number}")
-                assert (status, answer["status"]) == (202, "queued"), answer
-            _wait(lambda: len(api.requests) == 4)
-            with urllib.request.urlopen(f"{url}/api/v1/checks/github/pr-7", timeout=5) as response:
-                plan = json.loads(response.read())
-    finally:
-        api.close()
-    full_name = payload["repository"]["full_name"]
-    by_sha: dict[str, list[dict[str, Any]]] = {}
-    for method, path, headers, body in api.requests:
-        # each request is the statuses endpoint as GitHub documents it
-        assert method == "POST"
-        match = re.fullmatch(r"/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})", path)
-        assert match is not None and f"{match.group(1)}/{match.group(2)}" == full_name
-        jsonschema.validate(body, schema)
-        assert headers["Authorization"] == f"Bearer {github_token}"
-        assert headers["Accept"] == "application/vnd.github+json"
-        assert len(body["description"]) <= 140 and body["context"] == "liminal-gitops/plan"
-        by_sha.setdefault(match.group(3), []).append(body)
-    assert [s["state"] for s in by_sha[good]] == ["pending", "success"]
-    assert by_sha[good][1]["description"].startswith("valid; merging would create 0, update 1, delete 0; 1 warning(s)")
-    assert by_sha[good][1]["target_url"] == "https://liminal.example/checks/github/pr-7"
-    assert [s["state"] for s in by_sha[bad]] == ["pending", "failure"]
-    assert "liminal.yml:" in by_sha[bad][1]["description"] and "timeout_minutes" in by_sha[bad][1]["description"]
-    assert plan["pull_request"] == 7 and plan["result"]["counts"]["update"] == 1
-    (warning,) = plan["result"]["warnings"]
-    assert (warning["severity"], warning["rule"], warning["path"]) == (
-        "warning",
-        "unused-key",
-        "$.pipelines[0].team_budget",
-    )
-    assert '"schedule": "0 9 * * *"' in plan["result"]["changes"][0]["diff"]
-    assert ledger.status("hello").last_applied_commit == base  # a check applies nothing
-    assert "201" in operation["responses"]
-
-
-def test_a_gitlab_merge_request_gets_a_commit_status(tmp_path: Path, ledger: Ledger) -> None:
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
-    git(remote, "checkout", "-q", "-b", "feature")
-    yml = remote / "liminal.yml"
-    yml.write_text(yml.read_text().replace("schedule: 0 6 * * *", "schedule: 0 9 * * *"))
-    head = commit_all(remote, "a later schedule")
-    git(remote, "checkout", "-q", "main")
-    git(remote, "update-ref", "refs/merge-requests/3/head", head)
-    api = FakeForgeApi()
-    token = "glpat-" + uuid.uuid4().hex
-    # the documented Merge Request Hook shape (docs.gitlab.com, "Webhook events": merge request events)
-    payload = {
-        "object_kind": "merge_request",
-        "event_type": "merge_request",
-        "project": {
-            "id": 15,
-            "name": "hello",
-            "web_url": "http://example.com/mike/hello",
-            "git_ssh_url": str(remote),
-            "git_http_url": str(remote),
-        },
-        "object_attributes": {
-            "iid": 3,
-            "action": "open",
-            "state": "opened",
-            "source_branch": "feature",
-            "target_branch": "main",
-            "last_commit": {"id": head},
-        },
-    }
-    headers = {
-        "Content-Type": "application/json",
-        "X-Gitlab-Event": "Merge Request Hook",
-        "X-Gitlab-Event-UUID": str(uuid.uuid4()),
-        "X-Gitlab-Token": GITLAB_TOKEN,
-    }
-    try:
-        with _serving(
-            tmp_path, ledger, extra={"LIMINAL_GITLAB_TOKEN": token, "LIMINAL_GITLAB_API_URL": f"{api.url}/api/v4"}
-        ) as (url, _):
-            status, answer = _post(url, "/webhooks/gitlab", json.dumps(payload).encode(), headers)
-            assert (status, answer["status"]) == (202, "queued"), answer
-            _wait(lambda: len(api.requests) == 2)
-    finally:
-        api.close()
-    states = []
-    for method, path, sent, _body in api.requests:
-        # POST /projects/:id/statuses/:sha with the status as query parameters (GitLab's commit status API)
-        route, _, query = path.partition("?")
-        assert method == "POST" and route == f"/api/v4/projects/15/statuses/{head}"
-        params = dict(urllib.parse.parse_qsl(query))
-        lowered = {k.lower(): v for k, v in sent.items()}
-        assert lowered["private-token"] == token and params["name"] == "liminal-gitops/plan"
-        states.append(params["state"])
-    assert states == ["running", "success"]
-    # nothing is deployed yet: merging would create the pipeline's DAG (images and services are off here)
-    assert params["description"] == "valid; merging would create 1, update 0, delete 0"
 
 
 def test_a_repository_without_webhooks_is_polled(tmp_path: Path, ledger: Ledger) -> None:

@@ -113,6 +113,7 @@ def test_the_ui_shows_the_real_state_live_and_guards_its_actions(tmp_path: Path,
         payload["number"] = 7
         payload["pull_request"].update(number=7)
         payload["pull_request"]["head"].update(sha=head, ref="feature")
+        payload["pull_request"]["base"].update(ref="main")
         payload["repository"].update(clone_url=str(origin), ssh_url=str(origin), git_url=str(origin))
         delivery = f"pr-{uuid.uuid4().hex[:8]}"
         assert _github(url, "pull_request", payload, delivery=delivery)[0] == 202

@@ -39,13 +39,6 @@ BAD_SIGNATURE = "sha256=" + "0" * 64
 Write = Callable[[dict[str, str]], Path]
 
 
-@pytest.fixture
-def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
-    found = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield found
-    found.close()
-
-
 @contextmanager
 def _serving(tmp_path: Path, ledger: Ledger, **extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     env = cli_env(

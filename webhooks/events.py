@@ -22,6 +22,7 @@ __all__ = [
     "object_field",
     "same_repository",
     "text_field",
+    "web_field",
 ]
 
 MAX_FIELD = 1024
@@ -29,6 +30,7 @@ MAX_FIELD = 1024
 
 _HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:-]{0,127}")
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_WEB = re.compile(r"https?://[A-Za-z0-9.:-]+(?:/[A-Za-z0-9._~%!$&'*+,;=:@/-]*)?")
 
 
 class WebhookError(LiminalError):
@@ -53,6 +55,10 @@ class WebhookEvent:
     pull_request: int | None = None
     reason: str | None = None
     project: str | None = None
+    web_url: str | None = None
+    """The repository's page (GitHub `html_url`, GitLab `web_url`): links to lines in a check."""
+    base: str | None = None
+    """A pull request's target branch: the tracked repository following it is the one checked."""
 
 
 _SCP = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")
@@ -143,3 +149,10 @@ def int_field(payload: Mapping[str, Any], key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
         raise WebhookError(400, f"`{key}` must be a positive integer")
     return value
+
+
+def web_field(payload: Mapping[str, Any], key: str) -> str | None:
+    """A repository's web page (an http(s) URL of URL-safe characters, no query), or None: it
+    becomes the start of links in Markdown, so nothing that could end a link gets in."""
+    value = text_field(payload, key)
+    return value if value is not None and _WEB.fullmatch(value) else None

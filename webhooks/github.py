@@ -8,7 +8,16 @@ import re
 from typing import Any
 
 from controller.model import DeliveryKind
-from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
+from webhooks.events import (
+    WebhookError,
+    WebhookEvent,
+    commit_field,
+    int_field,
+    json_object,
+    object_field,
+    text_field,
+    web_field,
+)
 
 __all__ = ["check_digest", "parse", "signature_header", "verify"]
 
@@ -47,7 +56,10 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     urls = tuple(url for k in ("clone_url", "ssh_url", "git_url", "html_url") if (url := text_field(repo, k)))
 
     def make(kind: DeliveryKind, **fields: Any) -> WebhookEvent:
-        return WebhookEvent("github", delivery_id, event, kind, urls, project=text_field(repo, "full_name"), **fields)
+        project = text_field(repo, "full_name")
+        return WebhookEvent(
+            "github", delivery_id, event, kind, urls, project=project, web_url=web_field(repo, "html_url"), **fields
+        )
 
     if event == "ping":
         return make(DeliveryKind.PING)
@@ -67,5 +79,6 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
             ref=text_field(head, "ref"),
             commit=commit_field(head, "sha"),
             pull_request=int_field(pr, "number") or int_field(payload, "number") or 0,
+            base=text_field(object_field(pr, "base"), "ref"),
         )
     return make(DeliveryKind.OTHER, reason=f"event '{event}' is not acted on")

@@ -6,7 +6,16 @@ import hmac
 from typing import Any
 
 from controller.model import DeliveryKind
-from webhooks.events import WebhookError, WebhookEvent, commit_field, int_field, json_object, object_field, text_field
+from webhooks.events import (
+    WebhookError,
+    WebhookEvent,
+    commit_field,
+    int_field,
+    json_object,
+    object_field,
+    text_field,
+    web_field,
+)
 
 __all__ = ["parse", "verify"]
 
@@ -31,7 +40,8 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
     project_id = text_field(project, "id", max_length=64) or text_field(payload, "project_id", max_length=64)
 
     def make(kind: DeliveryKind, **fields: Any) -> WebhookEvent:
-        return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=project_id, **fields)
+        web_url = web_field(project, "web_url")
+        return WebhookEvent("gitlab", delivery_id, event, kind, urls, project=project_id, web_url=web_url, **fields)
 
     if event == "Push Hook":
         ref = text_field(payload, "ref")
@@ -49,5 +59,6 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
             ref=text_field(attributes, "source_branch"),
             commit=commit_field(object_field(attributes, "last_commit"), "id"),
             pull_request=int_field(attributes, "iid") or 0,
+            base=text_field(attributes, "target_branch"),
         )
     return make(DeliveryKind.OTHER, reason=f"event '{event}' is not acted on")

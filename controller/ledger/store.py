@@ -46,7 +46,7 @@ from controller.render.hashing import plain
 
 __all__ = ["HEAD_REVISION", "Ledger", "RepoStatus"]
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration (tests check it is the migrations' head): a ledger already there is
 opened without loading Alembic, which costs a CLI command a quarter of a second."""
 
@@ -65,6 +65,7 @@ def _delivery(row: Any) -> Delivery:
         reason=row["reason"],
         id=row["id"],
         project=row["project"],
+        web_url=row["web_url"],
     )
 
 
@@ -450,6 +451,7 @@ class Ledger:
                         commit=delivery.commit,
                         pull_request=delivery.pull_request,
                         project=delivery.project,
+                        web_url=delivery.web_url,
                         status=delivery.status,
                         reason=delivery.reason,
                         received_at=_now(),

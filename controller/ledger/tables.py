@@ -118,6 +118,7 @@ deliveries = sa.Table(
     sa.Column("pull_request", sa.Integer),
     sa.Column("reason", sa.Text),
     sa.Column("project", sa.String(300)),
+    sa.Column("web_url", sa.Text),
     sa.Column("result", sa.JSON),
     # the replica that processes it; a replica that stops beating loses its queued deliveries to another
     sa.Column("claimed_by", sa.String(80)),

@@ -32,10 +32,10 @@ from typing import Any
 
 import structlog
 
-from controller.errors import RETRY_AFTER, LiminalError
-from controller.model import CommitStatus, Delivery, DeliveryKind, DeliveryStatus, ResourceKind, ResultCode, Trigger
-from controller.ports import StatusReporter
-from controller.sync.check import CheckResult, check_pull_request
+from controller.errors import RETRY_AFTER
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, ResourceKind, ResultCode, Trigger
+from controller.ports import CheckReporter
+from controller.sync.check import PullRequestChecks
 from controller.sync.deps import Deps
 from controller.sync.reconcile import RunResult, observe_drift, reconcile
 from controller.sync.requeue import requeue
@@ -123,7 +123,7 @@ class ReconcileLoop:
         drift_interval: float = 60.0,
         jitter: float = 0.2,
         debounce: float = 0.5,
-        reporters: Mapping[str, StatusReporter] | None = None,
+        reporters: Mapping[str, CheckReporter] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         max_checks: int = 64,
         retention: Retention | None = None,
@@ -136,8 +136,7 @@ class ReconcileLoop:
         self.drift_interval = drift_interval
         self.jitter = jitter
         self.debounce = debounce
-        self.reporters = dict(reporters or {})
-        self.public_url = public_url.rstrip("/")
+        self.checks = PullRequestChecks(deps, reporters or {}, public_url)
         self._checks: deque[Delivery] = deque()
         self.max_checks = max_checks
         """Pull-request checks that may wait at once (each fetches and renders a head)."""
@@ -186,6 +185,7 @@ class ReconcileLoop:
             for old in superseded:
                 self._checks.remove(old)
             self._checks.append(delivery)
+            self.checks.arrived(delivery)
             self._cond.notify_all()
         ids = [d.id for d in superseded if d.id is not None]
         self._finish(ids, f"superseded by delivery {delivery.delivery_id}", repo=delivery.repo)
@@ -395,36 +395,11 @@ class ReconcileLoop:
             log.warning("loop.deliveries_not_marked", repo=repo, error=str(exc))
 
     def _check(self, delivery: Delivery) -> None:
-        """Check a pull request and report it as a commit status linking to the plan in our API."""
-        bound = log.bind(repo=delivery.repo, commit=(delivery.commit or "")[:12], delivery=delivery.delivery_id)
-        link = f"{self.public_url}/checks/{delivery.provider}/{delivery.delivery_id}"  # the plan page
-        self._report(delivery, CommitStatus("pending", "planning against what is deployed", link), bound)
-        number = delivery.pull_request
-        # where each provider keeps a pull (merge) request's head
-        remote_ref = f"refs/pull/{number}/head"
-        if delivery.provider == "gitlab":
-            remote_ref = f"refs/merge-requests/{number}/head"
-        try:
-            if not delivery.repo or not delivery.commit:
-                raise LiminalError("the delivery names no tracked repository or commit")
-            result = check_pull_request(self.deps, delivery.repo, remote_ref, delivery.commit)
-        except LiminalError as exc:
-            result = CheckResult("error", f"the check could not run: {exc}", {"error": str(exc)})
-        except Exception as exc:  # a worker must outlive any one check
-            result = CheckResult("error", f"the check crashed: {type(exc).__name__}", {"error": type(exc).__name__})
-        bound.info("check.done", state=result.state, summary=result.summary)
-        if delivery.id is not None:
-            self._finish([delivery.id], result.summary, repo=delivery.repo, result=result.details)
-        self._report(delivery, CommitStatus(result.state, result.summary, link), bound)
-
-    def _report(self, delivery: Delivery, status: CommitStatus, bound: Any) -> None:
-        reporter = self.reporters.get(delivery.provider)
-        if reporter is None or not delivery.project or not delivery.commit:
-            return
-        try:
-            reporter.post(delivery.project, delivery.commit, status)
-        except LiminalError as exc:
-            bound.warning("check.status_not_posted", state=status.state, error=str(exc))
+        """Check a pull request's head, show it on the forge, and keep the plan for its page."""
+        ids = [delivery.id] if delivery.id is not None else []
+        self.checks.run(
+            delivery, lambda verdict, details: self._finish(ids, verdict, repo=delivery.repo, result=details)
+        )
 
     def _covered(self, name: str, commits: list[str | None]) -> bool:
         """True when every request came from a push of a commit already live (or behind it)."""
