@@ -9,7 +9,7 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -40,6 +40,7 @@ from controller.render.settings import ServingTarget
 
 if TYPE_CHECKING:
     from controller.ledger import Ledger
+    from controller.ports import CheckReporter
     from controller.sync.deps import Deps
     from controller.targets.images import BuildProgress
 
@@ -503,6 +504,39 @@ def _endpoints(deps: Deps, ledger: Ledger, repo: str) -> list[tuple[str, Service
     return service_endpoints(deps, list(ledger.deployed_state(repo).resources.values()))
 
 
+def _check_reporters(settings: ControllerSettings) -> dict[str, CheckReporter]:
+    """Where pull-request checks are shown: GitHub (an App's check runs, else a token's statuses)
+    and GitLab, as the settings allow; the plan comment's marker is keyed by a secret the
+    pull request's author does not have."""
+    from webhooks.forge import ForgeApi
+    from webhooks.github_app import GitHubAppTokens, StaticToken
+    from webhooks.github_checks import GitHubChecks
+    from webhooks.gitlab_checks import GitLabChecks
+
+    out: dict[str, CheckReporter] = {}
+    github = ForgeApi("GitHub", settings.github_api_url)
+    tokens: Callable[[str], str] | None = None
+    if settings.github_app_id and settings.github_app_private_key:
+        tokens = GitHubAppTokens(
+            settings.github_app_id,
+            settings.github_app_private_key,
+            github,
+            installation_id=settings.github_app_installation_id,
+        )
+    elif settings.github_app_id or settings.github_app_private_key:
+        raise ConfigError("a GitHub App needs both LIMINAL_GITHUB_APP_ID and LIMINAL_GITHUB_APP_PRIVATE_KEY")
+    elif settings.github_token:
+        tokens = StaticToken(settings.github_token)
+    if tokens is not None:
+        key = settings.github_webhook_secret or settings.github_app_private_key or settings.github_token or ""
+        out["github"] = GitHubChecks(tokens, github, marker_key=key.encode())
+    if settings.gitlab_token:
+        key = settings.gitlab_webhook_token or settings.gitlab_token
+        gitlab = ForgeApi("GitLab", settings.gitlab_api_url)
+        out["gitlab"] = GitLabChecks(settings.gitlab_token, gitlab, marker_key=key.encode())
+    return out
+
+
 @cli.command()
 @click.option("--listen", default=None, help="host:port (default: LIMINAL_LISTEN, else 127.0.0.1:8080).")
 @click.option("--workers", default=2, show_default=True, help="Reconciles at a time.")
@@ -514,11 +548,8 @@ def serve(listen: str | None, workers: int) -> None:
     import uvicorn
 
     from controller.api import ServeSettings, make_app
-    from controller.ports import CheckReporter
     from controller.sync.loop import ReconcileLoop
     from controller.sync.upkeep import Retention
-    from webhooks.github_checks import GitHubChecks
-    from webhooks.gitlab_checks import GitLabChecks
 
     try:
         settings = controller_settings()
@@ -526,14 +557,7 @@ def serve(listen: str | None, workers: int) -> None:
         host, _, port = (listen or settings.listen).rpartition(":")
         if not port.isdigit():
             raise ConfigError(f"LIMINAL_LISTEN must be host:port, not {listen or settings.listen!r}")
-        reporters: dict[str, CheckReporter] = {}
-        # the plan comment's marker is keyed by a secret the pull request's author does not have
-        if settings.github_token:
-            key = (settings.github_webhook_secret or settings.github_token).encode()
-            reporters["github"] = GitHubChecks(settings.github_token, settings.github_api_url, marker_key=key)
-        if settings.gitlab_token:
-            key = (settings.gitlab_webhook_token or settings.gitlab_token).encode()
-            reporters["gitlab"] = GitLabChecks(settings.gitlab_token, settings.gitlab_api_url, marker_key=key)
+        reporters = _check_reporters(settings)
         ledger.claim_server()
         loop = ReconcileLoop(
             deps,

@@ -65,6 +65,9 @@ KNOWN_NAMES = frozenset(
         "gitlab_webhook_token",
         "github_token",
         "gitlab_token",
+        "github_app_id",
+        "github_app_private_key",
+        "github_app_installation_id",
         "api_token",
         "listen",
         "poll_interval",
@@ -103,6 +106,7 @@ SECRET_NAMES = frozenset(
         "gitlab_webhook_token",
         "github_token",
         "gitlab_token",
+        "github_app_private_key",
         "api_token",
         "registry_password",
     }
@@ -316,10 +320,22 @@ class ControllerSettings:
     signs in once per session); `public` (default): anyone who reaches the controller may read."""
 
     github_token: str | None = None
-    """Token that posts pull-request check statuses to GitHub (LIMINAL_GITHUB_TOKEN(_FILE))."""
+    """Token that shows pull-request checks on GitHub (LIMINAL_GITHUB_TOKEN(_FILE)): commit statuses
+    and the plan comment; check runs only when it is a GitHub App's installation token."""
+
+    github_app_id: str | None = None
+    """The GitHub App that shows pull-request checks as check runs (LIMINAL_GITHUB_APP_ID); with
+    its private key it takes the place of `github_token`."""
+
+    github_app_private_key: str | None = None
+    """The GitHub App's private key, PEM (LIMINAL_GITHUB_APP_PRIVATE_KEY(_FILE))."""
+
+    github_app_installation_id: str | None = None
+    """The App's installation (LIMINAL_GITHUB_APP_INSTALLATION_ID); unset, it is looked up per repository."""
 
     gitlab_token: str | None = None
-    """Token that posts merge-request check statuses to GitLab (LIMINAL_GITLAB_TOKEN(_FILE))."""
+    """Token that shows merge-request checks on GitLab (LIMINAL_GITLAB_TOKEN(_FILE)): a commit
+    status and the plan note."""
 
     github_api_url: str = "https://api.github.com"
     """GitHub's REST API (LIMINAL_GITHUB_API_URL; GitHub Enterprise: https://HOST/api/v3)."""
@@ -415,6 +431,9 @@ def controller_settings(environ: Mapping[str, str] | None = None) -> ControllerS
         api_reads_need_token=_reads(values.get("api_reads", "public"), values.get("api_token")),
         allow_unsigned_webhooks=_flag(values.get("allow_unsigned_webhooks")),
         github_token=values.get("github_token") or None,
+        github_app_id=values.get("github_app_id") or None,
+        github_app_private_key=values.get("github_app_private_key") or None,
+        github_app_installation_id=values.get("github_app_installation_id") or None,
         gitlab_token=values.get("gitlab_token") or None,
         github_api_url=values.get("github_api_url") or "https://api.github.com",
         gitlab_api_url=values.get("gitlab_api_url") or "https://gitlab.com/api/v4",

@@ -16,16 +16,20 @@ a test reads the pull request as a reviewer would see it.
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import re
 import threading
+import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jwt
 
 from tests.conftest import need
 
@@ -39,6 +43,8 @@ _OPERATIONS = (
     ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"),
     ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}"),
     ("POST", "/repos/{owner}/{repo}/statuses/{sha}"),
+    ("GET", "/repos/{owner}/{repo}/installation"),
+    ("POST", "/app/installations/{installation_id}/access_tokens"),
 )
 """What the controller may call; anything else is a violation."""
 
@@ -98,9 +104,22 @@ class FakeGitHub:
     """A FAKE of GitHub's REST API for check runs, issue comments and commit statuses, validating
     each request against @octokit/openapi. `refuse_checks` answers check-run writes 403 as GitHub
     does for a token that is not a GitHub App's; `hold(sha)` keeps the creation of a check run on
-    `sha` waiting until `release()`."""
+    `sha` waiting until `release()`.
 
-    def __init__(self, token: str, *, refuse_checks: bool = False) -> None:
+    With `app` (the App's id and public key, PEM), it is GitHub for a GitHub App: the App's JWT
+    (RS256, checked with the public key, `iss` the id, at most 10 minutes) finds installation
+    `installation` and buys installation tokens living `token_ttl` seconds, and every other call
+    must carry one that is live."""
+
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        refuse_checks: bool = False,
+        app: tuple[str, str] | None = None,
+        installation: int = 4242,
+        token_ttl: float = 3600.0,
+    ) -> None:
         spec_file = Path(need("LIMINAL_TEST_NODE_DIR")) / "node_modules/@octokit/openapi/generated/api.github.com.json"
         self.spec = json.loads(spec_file.read_text())
         self.token = token
@@ -116,6 +135,11 @@ class FakeGitHub:
         self._release = threading.Event()
         self.holding = threading.Event()
         """Set once a held check run's creation is waiting."""
+        self.app = app
+        self.installation = installation
+        self.token_ttl = token_ttl
+        self.issued: dict[str, float] = {}
+        """Installation tokens issued, and when each expires (time.time())."""
         self._routes = [(method, template, _route(template)) for method, template in _OPERATIONS]
         self._server = _Server(self._handle)
         self.url = self._server.url
@@ -178,9 +202,7 @@ class FakeGitHub:
         body: Any,
     ) -> list[str]:
         operation = self.spec["paths"][template][method.lower()]
-        problems = []
-        if headers.get("authorization") != f"Bearer {self.token}":
-            problems.append("no valid Authorization header")
+        problems = self._unauthorized(template, headers.get("authorization") or "")
         if headers.get("accept") != "application/vnd.github+json":
             problems.append("Accept is not application/vnd.github+json")
         declared = {}
@@ -191,16 +213,36 @@ class FakeGitHub:
             problems += self._value("path", name, urllib.parse.unquote(value), declared)
         for name, values in query.items():
             problems += self._value("query", name, values[-1], declared)
-        content = operation.get("requestBody", {}).get("content", {}).get("application/json")
-        if content is not None:
+        request_body = operation.get("requestBody", {})
+        content = request_body.get("content", {}).get("application/json")
+        if content is not None and (body is not None or request_body.get("required")):
             schema = {**content["schema"], "components": self.spec["components"]}
             try:
                 jsonschema.validate(body, schema)
             except jsonschema.ValidationError as exc:
                 problems.append(f"body: {exc.message[:300]} at {list(exc.absolute_path)}")
-        elif body is not None:
+        elif content is None and body is not None:
             problems.append("a body where the operation takes none")
         return problems
+
+    def _unauthorized(self, template: str, authorization: str) -> list[str]:
+        given = authorization.removeprefix("Bearer ")
+        if template.startswith("/app/") or template.endswith("/installation"):
+            if self.app is None:
+                return ["an App's call to a GitHub that has no App"]
+            try:
+                claims = jwt.decode(
+                    given, self.app[1], algorithms=["RS256"], options={"require": ["iat", "exp", "iss"]}
+                )
+            except jwt.PyJWTError as exc:
+                return [f"not a valid JWT of the App: {exc}"]
+            if claims["iss"] != self.app[0] or claims["exp"] - claims["iat"] > 600:
+                return [f"JWT claims {claims}: iss must be the App's id and it may live 10 minutes at most"]
+            return []
+        if self.app is not None:
+            expires = self.issued.get(given)
+            return [] if expires is not None and expires > time.time() else ["no live installation token"]
+        return [] if given == self.token else ["no valid Authorization header"]
 
     def _value(self, where: str, name: str, value: str, declared: dict[tuple[str, str], Any]) -> list[str]:
         parameter = declared.get((where, name))
@@ -236,6 +278,17 @@ class FakeGitHub:
                 "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run",
                 "status": "403",
             }
+        if template.endswith("/installation"):
+            return 200, {"id": self.installation, "app_id": int(self.app[0]) if self.app else 0, "target_type": "User"}
+        if template.endswith("/access_tokens"):
+            if int(params["installation_id"]) != self.installation:
+                return 404, {"message": "Not Found"}
+            token = "ghs_" + uuid.uuid4().hex
+            expires = time.time() + self.token_ttl
+            with self._lock:
+                self.issued[token] = expires
+            stamp = datetime.datetime.fromtimestamp(expires, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return 201, {"token": token, "expires_at": stamp, "permissions": {"checks": "write"}}
         if template == "/repos/{owner}/{repo}/check-runs":
             if body["head_sha"] in self._held:
                 self.holding.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -216,7 +217,7 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
             _wait(lambda: _completed(api, first) is not None and api.comments_on(9))
             second = _branch(remote, _schedule(8), "eight")
             api.hold(second)  # its check stays in progress until released
-            _pr(url, remote, 9, second, action="synchronize")
+            second_delivery = _pr(url, remote, 9, second, action="synchronize")
             assert api.holding.wait(30)
             third = _branch(remote, _schedule(10), "ten")
             third_delivery = _pr(url, remote, 9, third, action="synchronize")
@@ -224,6 +225,8 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
             api.release()
             _wait(lambda: _completed(api, second) is not None)
             _wait(lambda: ledger.deliveries()[0].status == "processed")
+            with urllib.request.urlopen(f"{url}/checks/github/{second_delivery}", timeout=10) as response:
+                page = response.read().decode()
     finally:
         api.close()
     assert api.violations == []
@@ -237,6 +240,7 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
     assert comment["edits"] >= 1
     assert f"Checked commit `{third}`" in comment["body"] and "0 10 * * *" in comment["body"]
     assert second not in comment["body"]  # the superseded head never overwrote the newer plan
+    assert f"A newer head, <code>{third[:12]}</code>, was pushed while this one was checked" in page
     by_delivery = {d.delivery_id: d for d in ledger.deliveries()}
     assert by_delivery[third_delivery].reason == "valid; merging would create 0, update 1, delete 0"
 
@@ -304,6 +308,57 @@ def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(tmp_path: 
     refused = [json.loads(line) for line in logs.splitlines() if '"github.checks_refused"' in line]
     assert len(refused) == 1 and "commit statuses" in refused[0]["fallback"]
     assert "You must authenticate via a GitHub App" in refused[0]["error"] and token not in logs
+
+
+def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
+    tmp_path: Path, sqlite_ledger: Ledger
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ledger = sqlite_ledger
+    remote = example_remote(tmp_path)
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    head = _branch(remote, _schedule(9), "a later schedule")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    (tmp_path / "app.pem").write_text(private)
+    # tokens live 5 minutes and 3 seconds: the controller replaces them 5 minutes before they expire
+    api = FakeGitHub(None, app=("123456", public), token_ttl=303)
+    env = {
+        "LIMINAL_GITHUB_APP_ID": "123456",
+        "LIMINAL_GITHUB_APP_PRIVATE_KEY_FILE": str(tmp_path / "app.pem"),
+        "LIMINAL_GITHUB_API_URL": api.url,
+        "LIMINAL_PUBLIC_URL": PUBLIC,
+    }
+    try:
+        with _serving(tmp_path, ledger, extra=env) as (url, _):
+            _deployed(url, ledger, remote)
+            _pr(url, remote, 21, head)
+            _pr(url, remote, 22, head)
+            _wait(lambda: api.comments_on(21) and api.comments_on(22))
+            bought = len(api.calls("POST", r"/app/installations/4242/access_tokens"))
+            time.sleep(3.5)  # the token is now within 5 minutes of its end
+            _pr(url, remote, 23, head)
+            _wait(lambda: api.comments_on(23))
+    finally:
+        api.close()
+    assert api.violations == []  # every call carried a live token, every JWT was the App's
+    assert bought == 1  # one token served both checks
+    assert len(api.calls("POST", r"/app/installations/4242/access_tokens")) == 2  # renewed before it ended
+    assert len(api.calls("GET", r"/repos/Codertocat/Hello-World/installation")) == 1  # looked up once
+    (run,) = api.runs_on(head)  # check runs belong to the commit: both pull requests' checks share it
+    assert run["conclusion"] == "success" and api.statuses == []
+    assert [u.get("status") for u in run["updates"]].count("completed") == 3
+    logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert "PRIVATE KEY" not in logs and not any(token in logs for token in api.issued)
 
 
 def test_a_gitlab_merge_request_gets_a_status_and_one_note_edited_in_place(

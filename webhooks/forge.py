@@ -21,7 +21,7 @@ import httpx
 
 from controller.errors import TargetError, TransientError
 
-__all__ = ["CONTEXT", "ForgeRefusedError", "PlanComments", "marker", "request", "seg"]
+__all__ = ["CONTEXT", "ForgeApi", "ForgeRefusedError", "PlanComments", "marker", "seg"]
 
 CONTEXT = "liminal-gitops/plan"
 """The check's name: the check run's, the commit status's context, and the comment's heading."""
@@ -104,27 +104,54 @@ class PlanComments:
                 self._ids.popitem(last=False)
 
 
-def request(
-    api: str,
-    method: str,
-    url: str,
-    *,
-    headers: dict[str, str],
-    timeout: float,
-    json: Any = None,
-    params: dict[str, str] | None = None,
-) -> Any:
-    """Send one request and return the decoded JSON answer (None when empty). GET, PATCH and PUT
-    are tried once more after a transient failure; POST is not (it could create twice)."""
-    tries = 2 if method in ("GET", "PATCH", "PUT") else 1
-    for attempt in range(tries):
-        try:
-            return _once(api, method, url, headers=headers, timeout=timeout, json=json, params=params)
-        except TransientError:
-            if attempt + 1 == tries:
+class ForgeApi:
+    """One forge's REST API: its base URL and a timeout per request. After it failed to answer
+    (unreachable, 5xx, 429) it is not called for `pause` seconds: a forge that is down costs a
+    check no time, so checks never hold the reconcile workers waiting for it."""
+
+    def __init__(self, name: str, base_url: str, *, timeout: float = 10.0, pause: float = 30.0) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.pause = pause
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """Send one request and return the decoded JSON answer (None when empty). GET, PATCH and
+        PUT are tried once more after a transient failure; POST is not (it could create twice)."""
+        with self._lock:
+            wait = self._down_until - time.monotonic()
+        if wait > 0:
+            raise TransientError(f"the {self.name} API failed to answer; not called again for {wait:.0f} s", wait)
+        tries = 2 if method in ("GET", "PATCH", "PUT") else 1
+        for attempt in range(tries):
+            try:
+                return _once(
+                    self.name,
+                    method,
+                    self.base_url + path,
+                    headers=headers,
+                    timeout=self.timeout,
+                    json=body,
+                    params=params,
+                )
+            except TransientError:
+                if attempt + 1 < tries:
+                    time.sleep(1.0)
+                    continue
+                with self._lock:
+                    self._down_until = time.monotonic() + self.pause
                 raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
+        raise AssertionError("unreachable")
 
 
 def _once(

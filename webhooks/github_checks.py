@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
 
 from controller.model import CheckReport, Conclusion, ForgeText, Problem, PullRequest
-from webhooks.forge import CONTEXT, ForgeRefusedError, PlanComments, marker, request, seg
+from webhooks.forge import CONTEXT, ForgeApi, ForgeRefusedError, PlanComments, marker, seg
 
 __all__ = ["ANNOTATIONS_PER_REQUEST", "GitHubChecks"]
 
@@ -42,17 +43,16 @@ class GitHubChecks:
 
     def __init__(
         self,
-        token: str,
-        api_url: str = "https://api.github.com",
+        token: Callable[[str], str],
+        api: ForgeApi,
         *,
         marker_key: bytes,
-        timeout: float = 10.0,
         retry_checks_after: float = 3600.0,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
         self._token = token
+        """The token for a repository (`owner/name`): an App's installation token, or a static one."""
+        self.api = api
         self._marker_key = marker_key
-        self.timeout = timeout
         self.retry_checks_after = retry_checks_after
         self._lock = threading.Lock()
         self._statuses_until: dict[str, float] = {}
@@ -124,20 +124,21 @@ class GitHubChecks:
             self._status(pr, self._STATES[report.conclusion], report.title)
             return
         for batch in batches[1:]:
-            self._api("PATCH", f"{self._repo(pr)}/check-runs/{run}", {"output": {**output, "annotations": batch}})
+            self._api(pr, "PATCH", f"/check-runs/{run}", {"output": {**output, "annotations": batch}})
 
     def _run(self, pr: PullRequest, run: int | None, body: dict[str, Any]) -> int:
         """Create a check run on the head with `body`, or update check run `run`; its id."""
         if run is None:
-            made = self._api("POST", f"{self._repo(pr)}/check-runs", {"name": CONTEXT, "head_sha": pr.commit, **body})
+            made = self._api(pr, "POST", "/check-runs", {"name": CONTEXT, "head_sha": pr.commit, **body})
             return int(made["id"])
-        self._api("PATCH", f"{self._repo(pr)}/check-runs/{run}", body)
+        self._api(pr, "PATCH", f"/check-runs/{run}", body)
         return run
 
     def _existing_run(self, pr: PullRequest) -> int | None:
         found = self._api(
+            pr,
             "GET",
-            f"{self._repo(pr)}/commits/{seg(pr.commit)}/check-runs",
+            f"/commits/{seg(pr.commit)}/check-runs",
             params={"check_name": CONTEXT, "filter": "latest", "per_page": "1"},
         )
         runs = found.get("check_runs") if isinstance(found, dict) else None
@@ -147,7 +148,7 @@ class GitHubChecks:
         body = {"state": state, "description": description[:140], "context": CONTEXT}  # GitHub's limit: 140
         if pr.plan_url:
             body["target_url"] = pr.plan_url
-        self._api("POST", f"{self._repo(pr)}/statuses/{seg(pr.commit)}", body)
+        self._api(pr, "POST", f"/statuses/{seg(pr.commit)}", body)
 
     def _uses_statuses(self, project: str) -> bool:
         with self._lock:
@@ -170,15 +171,14 @@ class GitHubChecks:
         """Edit the pull request's plan comment, or create it when there is none yet."""
         first_line = marker(self._marker_key, pr.project, pr.number)
         body = {"body": f"{first_line}\n{text}"}
-        repo = self._repo(pr)
         self._comments.write(
             (pr.project, pr.number),
             first_line,
             page=lambda n: self._api(
-                "GET", f"{repo}/issues/{pr.number}/comments", params={"per_page": "100", "page": str(n)}
+                pr, "GET", f"/issues/{pr.number}/comments", params={"per_page": "100", "page": str(n)}
             ),
-            edit=lambda known: self._api("PATCH", f"{repo}/issues/comments/{known}", body),
-            create=lambda: int(self._api("POST", f"{repo}/issues/{pr.number}/comments", body)["id"]),
+            edit=lambda known: self._api(pr, "PATCH", f"/issues/comments/{known}", body),
+            create=lambda: int(self._api(pr, "POST", f"/issues/{pr.number}/comments", body)["id"]),
         )
 
     # ---- HTTP ---------------------------------------------------------------------------------------
@@ -187,16 +187,16 @@ class GitHubChecks:
         owner, _, name = pr.project.partition("/")
         return f"/repos/{seg(owner)}/{seg(name)}"
 
-    def _api(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None) -> Any:
+    def _api(
+        self, pr: PullRequest, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None
+    ) -> Any:
         headers = {
-            "Authorization": f"Bearer {self._token}",
+            "Authorization": f"Bearer {self._token(pr.project)}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": "liminal-gitops",
         }
-        return request(
-            "GitHub", method, self.api_url + path, headers=headers, timeout=self.timeout, json=body, params=params
-        )
+        return self.api.call(method, self._repo(pr) + path, headers=headers, body=body, params=params)
 
 
 def _annotation(problem: Problem) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from controller.model import CheckReport, Conclusion, ForgeText, PullRequest
-from webhooks.forge import CONTEXT, PlanComments, marker, request, seg
+from webhooks.forge import CONTEXT, ForgeApi, PlanComments, marker, seg
 
 __all__ = ["GitLabChecks"]
 
@@ -24,13 +24,10 @@ class GitLabChecks:
         Conclusion.CANCELLED: "canceled",
     }
 
-    def __init__(
-        self, token: str, api_url: str = "https://gitlab.com/api/v4", *, marker_key: bytes, timeout: float = 10.0
-    ) -> None:
-        self.api_url = api_url.rstrip("/")
+    def __init__(self, token: str, api: ForgeApi, *, marker_key: bytes) -> None:
+        self.api = api
         self._token = token
         self._marker_key = marker_key
-        self.timeout = timeout
         self._notes = PlanComments()
 
     def start(self, pr: PullRequest) -> str:
@@ -76,6 +73,4 @@ class GitLabChecks:
 
     def _api(self, method: str, path: str, body: Any = None, *, params: dict[str, str] | None = None) -> Any:
         headers = {"PRIVATE-TOKEN": self._token, "User-Agent": "liminal-gitops"}
-        return request(
-            "GitLab", method, self.api_url + path, headers=headers, timeout=self.timeout, json=body, params=params
-        )
+        return self.api.call(method, path, headers=headers, body=body, params=params)
