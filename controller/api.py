@@ -369,6 +369,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             "commit": delivery.commit,
             "status": delivery.status,
             "summary": delivery.reason,
+            "superseded_by": ledger.newer_head(delivery) if delivery.pull_request else None,
             "result": result,
         }
 

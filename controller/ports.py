@@ -133,7 +133,7 @@ class ServiceTarget(Target, Protocol):
 
 class CheckReporter(Protocol):
     """Shows a pull request's check where the pull request lives (webhooks.github_checks,
-    webhooks.gitlab_checks): running, then its report on the head and the plan in one comment."""
+    webhooks.gitlab_checks): running, then its verdict on the head, and the plan in one comment."""
 
     @property
     def text(self) -> ForgeText:
@@ -145,8 +145,13 @@ class CheckReporter(Protocol):
         ...
 
     def finish(self, pr: PullRequest, report: CheckReport, started: str) -> None:
-        """End the check with `report`, and write `report.comment` (unless None) into the pull
-        request's one plan comment, created the first time and edited in place after."""
+        """End the check with `report`'s verdict, summary and annotations (`started`: what
+        `start` returned, or "" when it was not shown)."""
+        ...
+
+    def comment(self, pr: PullRequest, text: str) -> None:
+        """Write `text` into the pull request's one plan comment: created the first time, edited
+        in place after."""
         ...
 
 

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from benchmarks.corpus import big_liminal_yml
+from controller.errors import TransientError
 from controller.ledger import Ledger
 from controller.model import (
     Action,
     Change,
+    CheckReport,
     Conclusion,
     Plan,
     Problem,
@@ -31,6 +35,7 @@ from controller.model import (
     ResourceKey,
     ResourceKind,
 )
+from controller.sync.check import ForgeQueue, _Show
 from controller.sync.check_report import check_report, failed_report
 from controller.sync.preview import Preview
 from tests.conftest import commit_all, example_remote, git
@@ -216,15 +221,15 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
             _pr(url, remote, 9, first)
             _wait(lambda: _completed(api, first) is not None and api.comments_on(9))
             second = _branch(remote, _schedule(8), "eight")
-            api.hold(second)  # its check stays in progress until released
+            api.hold(second)  # GitHub takes its time to create the check run of the second head
             second_delivery = _pr(url, remote, 9, second, action="synchronize")
             assert api.holding.wait(30)
             third = _branch(remote, _schedule(10), "ten")
             third_delivery = _pr(url, remote, 9, third, action="synchronize")
-            _wait(lambda: _completed(api, third) is not None)
-            api.release()
-            _wait(lambda: _completed(api, second) is not None)
-            _wait(lambda: ledger.deliveries()[0].status == "processed")
+            _wait(lambda: {d.delivery_id: d.status for d in ledger.deliveries()}[third_delivery] == "processed")
+            api.release()  # the second head's check run is now in progress, with a newer head checked
+            _wait(lambda: _completed(api, third) is not None and _completed(api, second) is not None)
+            _wait(lambda: f"Checked commit `{third}`" in api.comments_on(9)[0]["body"])
             with urllib.request.urlopen(f"{url}/checks/github/{second_delivery}", timeout=10) as response:
                 page = response.read().decode()
     finally:
@@ -240,7 +245,7 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
     assert comment["edits"] >= 1
     assert f"Checked commit `{third}`" in comment["body"] and "0 10 * * *" in comment["body"]
     assert second not in comment["body"]  # the superseded head never overwrote the newer plan
-    assert f"A newer head, <code>{third[:12]}</code>, was pushed while this one was checked" in page
+    assert f"A newer head, <code>{third[:12]}</code>, was pushed after this one" in page
     by_delivery = {d.delivery_id: d for d in ledger.deliveries()}
     assert by_delivery[third_delivery].reason == "valid; merging would create 0, update 1, delete 0"
 
@@ -485,3 +490,75 @@ def test_a_check_that_could_not_run_is_a_failure_with_the_reason() -> None:
     report = failed_report(PR, "cannot fetch refs/pull/5/head: timed out after 120 s", GitHubChecks.text)
     assert report.conclusion is Conclusion.FAILURE and report.title.startswith("the check could not run: cannot fetch")
     assert report.comment is not None and "could not be checked" in report.comment
+
+
+class FlakyReporterFake:
+    """An in-memory FAKE CheckReporter whose forge fails to answer the first `fail` calls of a step."""
+
+    text = GitHubChecks.text
+
+    def __init__(self, fail: dict[str, int]) -> None:
+        self.fail = dict(fail)
+        self.calls: list[tuple[str, str]] = []
+
+    def _call(self, step: str, detail: str) -> None:
+        self.calls.append((step, detail))
+        if self.fail.get(step, 0) > 0:
+            self.fail[step] -= 1
+            raise TransientError("the GitHub API answered 502", 0.01)
+
+    def start(self, pr: PullRequest) -> str:
+        self._call("start", pr.commit)
+        return "check-run:1"
+
+    def finish(self, pr: PullRequest, report: CheckReport, started: str) -> None:
+        self._call("finish", f"{report.conclusion.value} {started}")
+
+    def comment(self, pr: PullRequest, text: str) -> None:
+        self._call("comment", text[:20])
+
+
+def _drained(queue: ForgeQueue) -> None:
+    deadline = time.monotonic() + 10
+    while not queue.idle():
+        assert time.monotonic() < deadline, "the queue did not drain"
+        time.sleep(0.01)
+
+
+def test_a_forge_that_fails_to_answer_is_shown_the_report_again_in_order() -> None:
+    reporter = FlakyReporterFake({"finish": 2, "comment": 1})
+    queue = ForgeQueue("github", reporter, lambda pr, repo: pr.commit, pause=0.01)
+    report = check_report(_preview(changes=1), PR, reporter.text)
+    queue.put(_Show(PR, "r"))
+    queue.put(_Show(PR, "r", report))
+    _drained(queue)
+    queue.stop(1)
+    steps = [step for step, _ in reporter.calls]
+    # tried again until shown; the verdict, once shown, is not sent again when the comment fails
+    assert steps == ["start", "finish", "finish", "finish", "comment", "comment"]
+    assert reporter.calls[1][1] == "success check-run:1"
+
+
+def test_a_forge_down_for_good_costs_the_checks_nothing_and_gives_up_with_a_log() -> None:
+    reporter = FlakyReporterFake({"start": 100, "finish": 100, "comment": 100})
+    queue = ForgeQueue("github", reporter, lambda pr, repo: pr.commit, tries=3, pause=0.01)
+    with structlog.testing.capture_logs() as logs:
+        began = time.monotonic()
+        queue.put(_Show(PR, "r"))
+        queue.put(_Show(PR, "r", check_report(_preview(changes=1), PR, reporter.text)))
+        assert time.monotonic() - began < 0.1  # the worker that checked never waits for the forge
+        _drained(queue)
+        queue.stop(1)
+    assert [step for step, _ in reporter.calls] == ["start"] * 3 + ["finish"] * 3
+    gave_up = [e for e in logs if e["event"] == "check.not_shown"]
+    assert [e["step"] for e in gave_up] == ["start", "report"] and "502" in gave_up[0]["error"]
+
+
+def test_a_report_shown_after_a_newer_head_arrived_is_cancelled_and_leaves_the_comment() -> None:
+    reporter = FlakyReporterFake({})
+    newer = "d" * 40
+    queue = ForgeQueue("github", reporter, lambda pr, repo: newer, pause=0.01)
+    queue.put(_Show(PR, "r", check_report(_preview(changes=1), PR, reporter.text)))
+    _drained(queue)
+    queue.stop(1)
+    assert reporter.calls == [("finish", "cancelled ")]

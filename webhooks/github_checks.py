@@ -83,25 +83,13 @@ class GitHubChecks:
 
     def finish(self, pr: PullRequest, report: CheckReport, started: str) -> None:
         """Complete the check run with the report (annotations in batches of 50), or post the
-        status; then write the plan comment. The comment is written even when the check could not
-        be completed, and the first failure is raised after both were tried."""
-        failures: list[Exception] = []
-        try:
-            if started.startswith("check-run:"):
-                self._complete(pr, report, int(started.split(":", 1)[1]))
-            elif started == "" and not self._uses_statuses(pr.project):
-                self._complete(pr, report, None)  # the start was not shown: one completed run
-            else:
-                self._status(pr, self._STATES[report.conclusion], report.title)
-        except Exception as exc:
-            failures.append(exc)
-        if report.comment is not None:
-            try:
-                self._comment(pr, report.comment)
-            except Exception as exc:
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+        status when check runs are refused."""
+        if started.startswith("check-run:"):
+            self._complete(pr, report, int(started.split(":", 1)[1]))
+        elif started == "" and not self._uses_statuses(pr.project):
+            self._complete(pr, report, None)  # the start was not shown: one completed run
+        else:
+            self._status(pr, self._STATES[report.conclusion], report.title)
 
     def _complete(self, pr: PullRequest, report: CheckReport, run: int | None) -> None:
         annotations = [_annotation(p) for p in report.annotations]
@@ -167,8 +155,8 @@ class GitHubChecks:
 
     # ---- the plan comment -------------------------------------------------------------------------
 
-    def _comment(self, pr: PullRequest, text: str) -> None:
-        """Edit the pull request's plan comment, or create it when there is none yet."""
+    def comment(self, pr: PullRequest, text: str) -> None:
+        """Edit the pull request's plan comment (an issue comment), or create it when there is none yet."""
         first_line = marker(self._marker_key, pr.project, pr.number)
         body = {"body": f"{first_line}\n{text}"}
         self._comments.write(

@@ -36,20 +36,8 @@ class GitLabChecks:
         return "status"
 
     def finish(self, pr: PullRequest, report: CheckReport, started: str) -> None:
-        """The status with the verdict, then the plan note; the first failure is raised after
-        both were tried."""
-        failures: list[Exception] = []
-        try:
-            self._status(pr, self._STATES[report.conclusion], report.title)
-        except Exception as exc:
-            failures.append(exc)
-        if report.comment is not None:
-            try:
-                self._note(pr, report.comment)
-            except Exception as exc:
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+        """The commit status with the verdict (GitLab has no neutral: warnings are `success`)."""
+        self._status(pr, self._STATES[report.conclusion], report.title)
 
     def _status(self, pr: PullRequest, state: str, description: str) -> None:
         params = {"state": state, "name": CONTEXT, "description": description[:255]}
@@ -57,7 +45,8 @@ class GitLabChecks:
             params["target_url"] = pr.plan_url
         self._api("POST", f"/projects/{seg(pr.project)}/statuses/{seg(pr.commit)}", params=params)
 
-    def _note(self, pr: PullRequest, text: str) -> None:
+    def comment(self, pr: PullRequest, text: str) -> None:
+        """Edit the merge request's plan note, or create it when there is none yet."""
         first_line = marker(self._marker_key, pr.project, pr.number)
         body = {"body": f"{first_line}\n{text}"}
         notes = f"/projects/{seg(pr.project)}/merge_requests/{pr.number}/notes"

@@ -636,6 +636,25 @@ class Ledger:
             )
         return None if row is None else (_delivery(row), row["result"])
 
+    def newer_head(self, delivery: Delivery) -> str | None:
+        """The head of the newest delivery after `delivery` for the same pull request, when it
+        names another commit (the check of `delivery`'s head is then superseded)."""
+        d = t.deliveries.c
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(d.commit)
+                .where(
+                    d.provider == delivery.provider,
+                    d.repo == delivery.repo,
+                    d.pull_request == delivery.pull_request,
+                    d.kind == DeliveryKind.PULL_REQUEST.value,
+                    d.id > (delivery.id or 0),
+                )
+                .order_by(d.id.desc())
+                .limit(1)
+            ).scalar()
+        return found if found and found != delivery.commit else None
+
     def deliveries(self, limit: int = 50) -> list[Delivery]:
         """The newest deliveries first."""
         with self.engine.connect() as conn:

@@ -263,6 +263,7 @@ class ReconcileLoop:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.checks.stop(min(5.0, max(0.0, deadline - time.monotonic())))  # show what the last checks found
         try:
             self.deps.ledger.leave(self.replica)
         except Exception as exc:  # its deliveries are adopted once its heartbeat is stale
