@@ -13,6 +13,8 @@ import re
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,25 @@ from webhooks.gitlab_checks import GitLabChecks
 
 PUBLIC = "https://liminal.example"
 WEB = "https://github.com/Codertocat/Hello-World"  # GitHub's example payload's repository page
+
+
+@pytest.fixture
+def hello(tmp_path: Path, sqlite_ledger: Ledger) -> tuple[Ledger, Path]:
+    """The bundled example as the tracked repository `hello` (branch main), on a SQLite ledger."""
+    remote = example_remote(tmp_path)
+    sqlite_ledger.add_repo(RepoRef("hello", str(remote)))
+    return sqlite_ledger, remote
+
+
+@contextmanager
+def _served(tmp_path: Path, ledger: Ledger, remote: Path, api: Any, env: dict[str, str]) -> Iterator[str]:
+    """`liminal serve` with `env` and main deployed; the fake forge `api` is closed at the end."""
+    try:
+        with _serving(tmp_path, ledger, extra=env) as (url, _):
+            _deployed(url, ledger, remote)
+            yield url
+    finally:
+        api.close()
 
 
 def _deployed(url: str, ledger: Ledger, remote: Path) -> None:
@@ -104,23 +125,17 @@ def _no_secret_sent(requests: list[tuple[str, str, Any, Any]], *secrets: str) ->
 
 
 def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
-    tmp_path: Path, sqlite_ledger: Ledger
+    tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+    ledger, remote = hello
     head = _branch(remote, _schedule(9), "a later schedule")
     token = "ghs_" + uuid.uuid4().hex
     api = FakeGitHub(token)
-    try:
-        with _serving(tmp_path, ledger, extra=_github_env(api, token)) as (url, _):
-            _deployed(url, ledger, remote)
-            delivery = _pr(url, remote, 7, head)
-            _wait(lambda: _completed(api, head) is not None and api.comments_on(7))
-            with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=5) as response:
-                plan = json.loads(response.read())
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        delivery = _pr(url, remote, 7, head)
+        _wait(lambda: _completed(api, head) is not None and api.comments_on(7))
+        with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=5) as response:
+            plan = json.loads(response.read())
     assert api.violations == []
     (run,) = api.runs_on(head)
     assert run["name"] == "liminal-gitops/plan"
@@ -145,10 +160,8 @@ def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
     _no_secret_sent(api.requests, token, SECRET, API_TOKEN)
 
 
-def test_three_problems_in_two_files_are_annotated_on_their_lines(tmp_path: Path, sqlite_ledger: Ledger) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+def test_three_problems_in_two_files_are_annotated_on_their_lines(tmp_path: Path, hello: tuple[Ledger, Path]) -> None:
+    ledger, remote = hello
     more = (
         "name: More\n"
         "pipelines:\n"
@@ -172,13 +185,9 @@ def test_three_problems_in_two_files_are_annotated_on_their_lines(tmp_path: Path
     root_text = git(remote, "show", f"{head}:liminal.yml")
     token = "ghs_" + uuid.uuid4().hex
     api = FakeGitHub(token)
-    try:
-        with _serving(tmp_path, ledger, extra=_github_env(api, token)) as (url, _):
-            _deployed(url, ledger, remote)
-            _pr(url, remote, 8, head)
-            _wait(lambda: _completed(api, head) is not None and api.comments_on(8))
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        _pr(url, remote, 8, head)
+        _wait(lambda: _completed(api, head) is not None and api.comments_on(8))
     assert api.violations == []
     run = _completed(api, head)
     assert run is not None and run["conclusion"] == "failure"
@@ -207,33 +216,27 @@ def test_three_problems_in_two_files_are_annotated_on_their_lines(tmp_path: Path
 
 
 def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment(
-    tmp_path: Path, sqlite_ledger: Ledger
+    tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+    ledger, remote = hello
     first = _branch(remote, _schedule(7), "seven")
     token = "ghs_" + uuid.uuid4().hex
     api = FakeGitHub(token)
-    try:
-        with _serving(tmp_path, ledger, extra=_github_env(api, token)) as (url, _):
-            _deployed(url, ledger, remote)
-            _pr(url, remote, 9, first)
-            _wait(lambda: _completed(api, first) is not None and api.comments_on(9))
-            second = _branch(remote, _schedule(8), "eight")
-            api.hold(second)  # GitHub takes its time to create the check run of the second head
-            second_delivery = _pr(url, remote, 9, second, action="synchronize")
-            assert api.holding.wait(30)
-            third = _branch(remote, _schedule(10), "ten")
-            third_delivery = _pr(url, remote, 9, third, action="synchronize")
-            _wait(lambda: {d.delivery_id: d.status for d in ledger.deliveries()}[third_delivery] == "processed")
-            api.release()  # the second head's check run is now in progress, with a newer head checked
-            _wait(lambda: _completed(api, third) is not None and _completed(api, second) is not None)
-            _wait(lambda: f"Checked commit `{third}`" in api.comments_on(9)[0]["body"])
-            with urllib.request.urlopen(f"{url}/checks/github/{second_delivery}", timeout=10) as response:
-                page = response.read().decode()
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        _pr(url, remote, 9, first)
+        _wait(lambda: _completed(api, first) is not None and api.comments_on(9))
+        second = _branch(remote, _schedule(8), "eight")
+        api.hold(second)  # GitHub takes its time to create the check run of the second head
+        second_delivery = _pr(url, remote, 9, second, action="synchronize")
+        assert api.holding.wait(30)
+        third = _branch(remote, _schedule(10), "ten")
+        third_delivery = _pr(url, remote, 9, third, action="synchronize")
+        _wait(lambda: {d.delivery_id: d.status for d in ledger.deliveries()}[third_delivery] == "processed")
+        api.release()  # the second head's check run is now in progress, with a newer head checked
+        _wait(lambda: _completed(api, third) is not None and _completed(api, second) is not None)
+        _wait(lambda: f"Checked commit `{third}`" in api.comments_on(9)[0]["body"])
+        with urllib.request.urlopen(f"{url}/checks/github/{second_delivery}", timeout=10) as response:
+            page = response.read().decode()
     assert api.violations == []
     superseded = _completed(api, second)
     assert superseded is not None and superseded["conclusion"] == "cancelled"
@@ -251,11 +254,9 @@ def test_a_newer_push_supersedes_the_check_in_progress_and_edits_the_one_comment
 
 
 def test_a_plan_of_five_thousand_resources_is_cut_at_the_limits_with_a_link(
-    tmp_path: Path, sqlite_ledger: Ledger
+    tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+    ledger, remote = hello
 
     def edit(root: Path) -> None:
         (root / "liminal.yml").write_text(big_liminal_yml(5000, 1))
@@ -263,17 +264,13 @@ def test_a_plan_of_five_thousand_resources_is_cut_at_the_limits_with_a_link(
     head = _branch(remote, edit, "five thousand pipelines")
     token = "ghs_" + uuid.uuid4().hex
     api = FakeGitHub(token)
-    try:
-        with _serving(tmp_path, ledger, extra=_github_env(api, token)) as (url, _):
-            _deployed(url, ledger, remote)
-            delivery = _pr(url, remote, 10, head)
-            _wait(lambda: _completed(api, head) is not None and api.comments_on(10), seconds=180)
-            with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=30) as response:
-                plan = json.loads(response.read())
-            with urllib.request.urlopen(f"{url}/checks/github/{delivery}", timeout=30) as response:
-                assert response.status == 200
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        delivery = _pr(url, remote, 10, head)
+        _wait(lambda: _completed(api, head) is not None and api.comments_on(10), seconds=180)
+        with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=30) as response:
+            plan = json.loads(response.read())
+        with urllib.request.urlopen(f"{url}/checks/github/{delivery}", timeout=30) as response:
+            assert response.status == 200
     assert api.violations == []  # the summary within 65,535 characters (the schema's maxLength)
     assert plan["result"]["counts"]["create"] == 5000  # the plan page has it all
     run = _completed(api, head)
@@ -287,22 +284,18 @@ def test_a_plan_of_five_thousand_resources_is_cut_at_the_limits_with_a_link(
     assert comment["body"].count("| create | dag |") > 100  # as many rows as fit
 
 
-def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(tmp_path: Path, sqlite_ledger: Ledger) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(
+    tmp_path: Path, hello: tuple[Ledger, Path]
+) -> None:
+    ledger, remote = hello
     head = _branch(remote, _schedule(9), "a later schedule")
     token = "ghp_" + uuid.uuid4().hex  # a personal access token: GitHub refuses it check runs
     api = FakeGitHub(token, refuse_checks=True)
-    try:
-        with _serving(tmp_path, ledger, extra=_github_env(api, token)) as (url, _):
-            _deployed(url, ledger, remote)
-            _pr(url, remote, 11, head)
-            _wait(lambda: len(api.statuses) == 2 and api.comments_on(11))
-            _pr(url, remote, 12, head)
-            _wait(lambda: len(api.statuses) == 4 and api.comments_on(12))
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        _pr(url, remote, 11, head)
+        _wait(lambda: len(api.statuses) == 2 and api.comments_on(11))
+        _pr(url, remote, 12, head)
+        _wait(lambda: len(api.statuses) == 4 and api.comments_on(12))
     assert api.violations == []
     assert [s["state"] for _, s in api.statuses] == ["pending", "success", "pending", "success"]
     assert {sha for sha, _ in api.statuses} == {head}
@@ -316,14 +309,12 @@ def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(tmp_path: 
 
 
 def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
-    tmp_path: Path, sqlite_ledger: Ledger
+    tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+    ledger, remote = hello
     head = _branch(remote, _schedule(9), "a later schedule")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
@@ -343,18 +334,14 @@ def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
         "LIMINAL_GITHUB_API_URL": api.url,
         "LIMINAL_PUBLIC_URL": PUBLIC,
     }
-    try:
-        with _serving(tmp_path, ledger, extra=env) as (url, _):
-            _deployed(url, ledger, remote)
-            _pr(url, remote, 21, head)
-            _pr(url, remote, 22, head)
-            _wait(lambda: api.comments_on(21) and api.comments_on(22))
-            bought = len(api.calls("POST", r"/app/installations/4242/access_tokens"))
-            time.sleep(3.5)  # the token is now within 5 minutes of its end
-            _pr(url, remote, 23, head)
-            _wait(lambda: api.comments_on(23))
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, env) as url:
+        _pr(url, remote, 21, head)
+        _pr(url, remote, 22, head)
+        _wait(lambda: api.comments_on(21) and api.comments_on(22))
+        bought = len(api.calls("POST", r"/app/installations/4242/access_tokens"))
+        time.sleep(3.5)  # the token is now within 5 minutes of its end
+        _pr(url, remote, 23, head)
+        _wait(lambda: api.comments_on(23))
     assert api.violations == []  # every call carried a live token, every JWT was the App's
     assert bought == 1  # one token served both checks
     assert len(api.calls("POST", r"/app/installations/4242/access_tokens")) == 2  # renewed before it ended
@@ -367,11 +354,9 @@ def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
 
 
 def test_a_gitlab_merge_request_gets_a_status_and_one_note_edited_in_place(
-    tmp_path: Path, sqlite_ledger: Ledger
+    tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
-    ledger = sqlite_ledger
-    remote = example_remote(tmp_path)
-    ledger.add_repo(RepoRef("hello", str(remote)))
+    ledger, remote = hello
 
     def typo(root: Path) -> None:
         yml = root / "liminal.yml"
@@ -418,16 +403,12 @@ def test_a_gitlab_merge_request_gets_a_status_and_one_note_edited_in_place(
         assert (status, answer["status"]) == (202, "queued"), answer
 
     env = {"LIMINAL_GITLAB_TOKEN": token, "LIMINAL_GITLAB_API_URL": f"{api.url}/api/v4", "LIMINAL_PUBLIC_URL": PUBLIC}
-    try:
-        with _serving(tmp_path, ledger, extra=env) as (url, _):
-            _deployed(url, ledger, remote)
-            hook(bad, "open")
-            _wait(lambda: len(api.statuses) == 2 and api.notes_on("15", 3))
-            fixed = _branch(remote, fix, "fixed, and a later schedule")
-            hook(fixed, "update")
-            _wait(lambda: len(api.statuses) == 4 and api.notes_on("15", 3)[0]["edits"] == 1)
-    finally:
-        api.close()
+    with _served(tmp_path, ledger, remote, api, env) as url:
+        hook(bad, "open")
+        _wait(lambda: len(api.statuses) == 2 and api.notes_on("15", 3))
+        fixed = _branch(remote, fix, "fixed, and a later schedule")
+        hook(fixed, "update")
+        _wait(lambda: len(api.statuses) == 4 and api.notes_on("15", 3)[0]["edits"] == 1)
     assert api.violations == []
     assert [(sha, s["state"]) for sha, s in api.statuses] == [
         (bad, "running"),
