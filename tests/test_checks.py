@@ -94,18 +94,27 @@ def _schedule(hour: int) -> Any:
     return edit
 
 
-def _pr(url: str, remote: Path, number: int, head: str, *, action: str = "opened") -> str:
-    """GitHub's own `pull_request` example about `head` of pull request `number` into main."""
+def _pr(
+    url: str,
+    remote: Path,
+    number: int,
+    head: str,
+    *,
+    action: str = "opened",
+    base: str = "main",
+    answer: str = "queued",
+) -> str:
+    """GitHub's own `pull_request` example about `head` of pull request `number` into `base`."""
     git(remote, "update-ref", f"refs/pull/{number}/head", head)
     payload = copy.deepcopy(next(p for p in _examples("pull_request") if p["action"] == "opened"))
     payload.update(action=action, number=number)
     payload["pull_request"].update(number=number)
     payload["pull_request"]["head"].update(sha=head, ref="feature")
-    payload["pull_request"]["base"].update(ref="main")
+    payload["pull_request"]["base"].update(ref=base)
     payload["repository"].update(clone_url=str(remote), ssh_url=str(remote), git_url=str(remote))
     delivery = f"pr-{number}-{head[:8]}"
-    status, answer = _github(url, "pull_request", payload, delivery=delivery)
-    assert (status, answer["status"]) == (202, "queued"), answer
+    status, answered = _github(url, "pull_request", payload, delivery=delivery)
+    assert (status, answered["status"]) == (202, answer), answered
     return delivery
 
 
@@ -132,6 +141,8 @@ def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
     token = "ghs_" + uuid.uuid4().hex
     api = FakeGitHub(token)
     with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
+        # a pull request into another branch is not planned against what main deployed
+        other = _pr(url, remote, 6, head, base="develop", answer="ignored")
         delivery = _pr(url, remote, 7, head)
         _wait(lambda: _completed(api, head) is not None and api.comments_on(7))
         with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=5) as response:
@@ -156,7 +167,9 @@ def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
     assert "<details><summary><code>dag/hello_training</code> update</summary>" in body
     assert "0 9 * * *" in body  # the DAG's diff, folded
     assert f"Checked commit `{head}` · [the whole plan]({PUBLIC}/checks/github/{delivery})" in body
-    assert api.statuses == []
+    assert api.statuses == [] and api.comments_on(6) == []
+    ignored = {d.delivery_id: d for d in ledger.deliveries()}[other]
+    assert ignored.reason is not None and ignored.reason.startswith("no tracked repository follows develop of ")
     _no_secret_sent(api.requests, token, SECRET, API_TOKEN)
 
 
@@ -543,3 +556,13 @@ def test_a_report_shown_after_a_newer_head_arrived_is_cancelled_and_leaves_the_c
     _drained(queue)
     queue.stop(1)
     assert reporter.calls == [("finish", "cancelled ")]
+
+
+def test_a_repository_page_that_could_end_a_link_is_not_used_for_links() -> None:
+    from webhooks import github
+
+    payload = copy.deepcopy(next(p for p in _examples("pull_request") if p["action"] == "opened"))
+    assert github.parse("d", "pull_request", json.dumps(payload).encode()).web_url == WEB
+    for hostile in ("javascript:alert(1)", "https://x.example/a)[b](https://evil.example", "https://x.example/a b"):
+        payload["repository"]["html_url"] = hostile
+        assert github.parse("d", "pull_request", json.dumps(payload).encode()).web_url is None
