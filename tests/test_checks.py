@@ -103,9 +103,12 @@ def _pr(
     action: str = "opened",
     base: str = "main",
     answer: str = "queued",
+    pushed: bool = True,
 ) -> str:
-    """GitHub's own `pull_request` example about `head` of pull request `number` into `base`."""
-    git(remote, "update-ref", f"refs/pull/{number}/head", head)
+    """GitHub's own `pull_request` example about `head` of pull request `number` into `base`
+    (`pushed`: the remote has the pull request's head ref)."""
+    if pushed:
+        git(remote, "update-ref", f"refs/pull/{number}/head", head)
     payload = copy.deepcopy(next(p for p in _examples("pull_request") if p["action"] == "opened"))
     payload.update(action=action, number=number)
     payload["pull_request"].update(number=number)
@@ -143,8 +146,12 @@ def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
     with _served(tmp_path, ledger, remote, api, _github_env(api, token)) as url:
         # a pull request into another branch is not planned against what main deployed
         other = _pr(url, remote, 6, head, base="develop", answer="ignored")
+        # a head the remote does not have cannot be checked: failure with the reason, never pending
+        missing = "f" * 40
+        _pr(url, remote, 5, missing, pushed=False)
         delivery = _pr(url, remote, 7, head)
         _wait(lambda: _completed(api, head) is not None and api.comments_on(7))
+        _wait(lambda: _completed(api, missing) is not None)
         with urllib.request.urlopen(f"{url}/api/v1/checks/github/{delivery}", timeout=5) as response:
             plan = json.loads(response.read())
     assert api.violations == []
@@ -168,6 +175,10 @@ def test_a_valid_pull_request_gets_a_check_run_with_the_plan_and_one_comment(
     assert "0 9 * * *" in body  # the DAG's diff, folded
     assert f"Checked commit `{head}` · [the whole plan]({PUBLIC}/checks/github/{delivery})" in body
     assert api.statuses == [] and api.comments_on(6) == []
+    failed = _completed(api, missing)
+    assert failed is not None and failed["conclusion"] == "failure"
+    assert failed["output"]["title"].startswith("the check could not run: ")
+    assert "refs/pull/5/head" in failed["output"]["title"]
     ignored = {d.delivery_id: d for d in ledger.deliveries()}[other]
     assert ignored.reason is not None and ignored.reason.startswith("no tracked repository follows develop of ")
     _no_secret_sent(api.requests, token, SECRET, API_TOKEN)
@@ -321,7 +332,7 @@ def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(
     assert "You must authenticate via a GitHub App" in refused[0]["error"] and token not in logs
 
 
-def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
+def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews_and_reruns_them(
     tmp_path: Path, hello: tuple[Ledger, Path]
 ) -> None:
     from cryptography.hazmat.primitives import serialization
@@ -355,13 +366,26 @@ def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews(
         time.sleep(3.5)  # the token is now within 5 minutes of its end
         _pr(url, remote, 23, head)
         _wait(lambda: api.comments_on(23))
+        # "Re-run" on the check run: GitHub's own check_run rerequested example, about our run
+        rerun = copy.deepcopy(next(p for p in _examples("check_run") if p["action"] == "rerequested"))
+        rerun["check_run"].update(name="liminal-gitops/plan", head_sha=head)
+        rerun["check_run"]["pull_requests"] = [
+            {"number": 23, "head": {"ref": "feature", "sha": head}, "base": {"ref": "main", "sha": head}}
+        ]
+        rerun["repository"].update(clone_url=str(remote), ssh_url=str(remote), git_url=str(remote))
+        status, answered = _github(url, "check_run", rerun, delivery="rerun-23")
+        assert (status, answered["status"]) == (202, "queued"), answered
+        _wait(lambda: [u.get("status") for u in api.runs_on(head)[0]["updates"]].count("completed") == 4)
+        other = copy.deepcopy(rerun)
+        other["check_run"]["name"] = "someone-elses-check"
+        assert _github(url, "check_run", other)[1]["status"] == "ignored"
     assert api.violations == []  # every call carried a live token, every JWT was the App's
     assert bought == 1  # one token served both checks
     assert len(api.calls("POST", r"/app/installations/4242/access_tokens")) == 2  # renewed before it ended
     assert len(api.calls("GET", r"/repos/Codertocat/Hello-World/installation")) == 1  # looked up once
     (run,) = api.runs_on(head)  # check runs belong to the commit: both pull requests' checks share it
     assert run["conclusion"] == "success" and api.statuses == []
-    assert [u.get("status") for u in run["updates"]].count("completed") == 3
+    assert [u.get("status") for u in run["updates"]].count("completed") == 4  # 3 pull requests, 1 re-run
     logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
     assert "PRIVATE KEY" not in logs and not any(token in logs for token in api.issued)
 

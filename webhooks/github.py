@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.model import DeliveryKind
@@ -18,6 +19,7 @@ from webhooks.events import (
     text_field,
     web_field,
 )
+from webhooks.forge import CONTEXT
 
 __all__ = ["check_digest", "parse", "signature_header", "verify"]
 
@@ -81,4 +83,30 @@ def parse(delivery_id: str, event: str, body: bytes) -> WebhookEvent:
             pull_request=int_field(pr, "number") or int_field(payload, "number") or 0,
             base=text_field(object_field(pr, "base"), "ref"),
         )
+    if event in ("check_run", "check_suite"):
+        return _rerun(payload, event, make)
     return make(DeliveryKind.OTHER, reason=f"event '{event}' is not acted on")
+
+
+def _rerun(payload: Mapping[str, Any], event: str, make: Callable[..., WebhookEvent]) -> WebhookEvent:
+    """GitHub's "Re-run" of our check run (`check_run`) or of the commit's checks (`check_suite`):
+    the pull request's head is checked again."""
+    action = text_field(payload, "action", max_length=64)
+    run = object_field(payload, event)
+    if action != "rerequested":
+        return make(DeliveryKind.OTHER, reason=f"{event} action '{action}' needs no check")
+    if event == "check_run" and text_field(run, "name") != CONTEXT:
+        return make(DeliveryKind.OTHER, reason="a re-run of another check")
+    pulls = run.get("pull_requests")
+    if pulls is not None and not isinstance(pulls, list):
+        raise WebhookError(400, f"`{event}.pull_requests` must be a list")
+    if not pulls:  # GitHub lists no pull request of another repository (a fork's)
+        return make(DeliveryKind.OTHER, reason="a re-run of no pull request of this repository: push again to check")
+    pull = pulls[0] if isinstance(pulls[0], dict) else {}
+    return make(
+        DeliveryKind.PULL_REQUEST,
+        ref=text_field(object_field(pull, "head"), "ref"),
+        commit=commit_field(run, "head_sha"),
+        pull_request=int_field(pull, "number") or 0,
+        base=text_field(object_field(pull, "base"), "ref"),
+    )
