@@ -105,7 +105,7 @@ def _document(found: Preview, pr: PullRequest, forge: ForgeText, limit: int, *, 
         pieces.append(f"\n\n**Drift** (live differs from what was deployed; {then}): {_names(found.drift)}")
     if diffs:
         pieces.extend(f"\n\n{_diff(c)}" for c in changed if c.brief or c.diff)
-    return fit(pieces, limit, _tail(pr, limit))
+    return fit(pieces, limit, _tail(pr, limit, comment=diffs))
 
 
 def _verdict(found: Preview) -> str:
@@ -117,8 +117,11 @@ def _verdict(found: Preview) -> str:
     by_kind = []
     for kind, label in ((ResourceKind.IMAGE, "images"), (ResourceKind.DAG, "DAGs"), (ResourceKind.SERVICE, "services")):
         mine = [c for c in found.plan.changes if c.key.kind is kind and c.action.changes_something]
-        if mine:
-            words = [f"{a.value} {n}" for a in (Action.CREATE, Action.UPDATE, Action.DELETE) if (n := _count(mine, a))]
+        counted = {a.value: _count(mine, a) for a in (Action.CREATE, Action.UPDATE, Action.DELETE)}
+        if kind is ResourceKind.IMAGE:  # an image is built, whether new or changed
+            counted = {"build": counted["create"] + counted["update"], "delete": counted["delete"]}
+        words = [f"{word} {n}" for word, n in counted.items() if n]
+        if words:
             by_kind.append(f"{label}: {', '.join(words)}")
     line = f"Merging would **create {counts['create']}, update {counts['update']}, delete {counts['delete']}**"
     return line + (f" ({'; '.join(by_kind)})." if by_kind else ".")
@@ -145,7 +148,7 @@ def _located(problem: Problem, pr: PullRequest, forge: ForgeText) -> str:
     url = forge.line_url(pr, problem.file, problem.line)
     if url:
         where = f"[{where}]({url})"
-    return f"\n- {where} {code(problem.path)}: {text(problem.message)} ({text(problem.rule)})"
+    return f"\n- {where} {code(problem.path)}: {text(problem.message)} ({code(problem.rule)})"
 
 
 def _names(names: tuple[str, ...]) -> str:
@@ -161,18 +164,18 @@ def _diff(change: Change) -> str:
     return details(label, fenced("\n".join(lines), "diff"))
 
 
-def _footer(pr: PullRequest) -> str:
+def _footer(pr: PullRequest, *, comment: bool = True) -> str:
     link = f" · [the whole plan]({pr.plan_url})" if pr.plan_url else ""
-    return f"\n\n<sub>Checked commit {code(pr.commit)}{link} · this comment is edited in place on every push</sub>"
+    edited = " · this comment is edited in place on every push" if comment else ""
+    return f"\n\n<sub>Checked commit {code(pr.commit)}{link}{edited}</sub>"
 
 
-def _tail(pr: PullRequest, limit: int) -> Callable[[int], str]:
+def _tail(pr: PullRequest, limit: int, *, comment: bool) -> Callable[[int], str]:
     def tail(left: int) -> str:
         if not left:
-            return _footer(pr)
+            return _footer(pr, comment=comment)
         where = f"[the plan page]({pr.plan_url})" if pr.plan_url else "the controller's plan page"
-        return f"\n\n**Cut at {limit:,} characters** (the forge's limit): {left:,} more entries are on {where}." + (
-            _footer(pr)
-        )
+        cut = f"\n\n**Cut at {limit:,} characters** (the forge's limit): {left:,} more entries are on {where}."
+        return cut + _footer(pr, comment=comment)
 
     return tail
