@@ -93,7 +93,8 @@ class GitHubChecks:
 
     def _complete(self, pr: PullRequest, report: CheckReport, run: int | None) -> None:
         annotations = [_annotation(p) for p in report.annotations]
-        batches = [annotations[i : i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(annotations), 50)] or [[]]
+        per = ANNOTATIONS_PER_REQUEST
+        batches = [annotations[i : i + per] for i in range(0, len(annotations), per)] or [[]]
         output = {"title": report.title[:255], "summary": report.summary}
         first: dict[str, Any] = {
             "status": "completed",
