@@ -7,6 +7,7 @@ with 202; a replayed delivery id is acknowledged and ignored. Errors become resp
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hmac
 import tempfile
 import urllib.parse
@@ -307,11 +308,11 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
 
     @app.get("/api/v1/repositories")
     def repositories() -> list[dict[str, Any]]:
-        return [_status_json(ledger, r.name) for r in ledger.repos()]
+        return [_status_json(ledger, r.name, loop.checked) for r in ledger.repos()]
 
     @app.get("/api/v1/repositories/{name}")
     def repository(name: str) -> dict[str, Any]:
-        return _status_json(ledger, _known(ledger, name))
+        return _status_json(ledger, _known(ledger, name), loop.checked)
 
     @app.get("/api/v1/repositories/{name}/resources")
     def resources(name: str) -> list[dict[str, Any]]:
@@ -565,8 +566,14 @@ def _known(ledger: Ledger, name: str) -> str:
         raise HTTPException(404, str(exc)) from None
 
 
-def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
+def _status_json(ledger: Ledger, name: str, checked: Mapping[str, tuple[float, str]]) -> dict[str, Any]:
+    """A repository's state; its last check is the newer of the ledger's (a poll that ran) and
+    `checked` (the loop's memory of polls that found the head unchanged and wrote nothing)."""
     s = ledger.status(name)
+    checked_at, checked_commit = s.last_checked_at, s.last_checked_commit
+    seen = checked.get(name)
+    if seen is not None and (checked_at is None or seen[0] > checked_at.timestamp()):
+        checked_at, checked_commit = dt.datetime.fromtimestamp(seen[0], dt.UTC), seen[1]
     return {
         "name": s.repo.name,
         "url": sanitize(s.repo.url),  # a URL tracked before credentials were refused keeps them to itself
@@ -580,8 +587,8 @@ def _status_json(ledger: Ledger, name: str) -> dict[str, Any]:
         "self_heal": s.repo.self_heal,
         "drift": list(s.drift),
         "drift_observed_at": s.drift_observed_at.isoformat() if s.drift_observed_at else None,
-        "last_checked_at": s.last_checked_at.isoformat() if s.last_checked_at else None,
-        "last_checked_commit": s.last_checked_commit,
+        "last_checked_at": checked_at.isoformat() if checked_at else None,
+        "last_checked_commit": checked_commit,
         "last_run": run_json(s.last_run) if s.last_run else None,
     }
 
@@ -648,6 +655,11 @@ class _LoopCollector(Collector):
         )
         adopted.add_metric([], stats.taken_over)
         yield adopted
+        unchanged = CounterMetricFamily(
+            "liminal_polls_unchanged", "Polls that found the branch head unchanged without a fetch (nothing ran)"
+        )
+        unchanged.add_metric([], stats.unchanged_polls)
+        yield unchanged
         memo = self.loop.deps.cache
         if memo is not None:
             entries = GaugeMetricFamily(

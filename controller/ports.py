@@ -62,6 +62,11 @@ class Source(Protocol):
         """The newest commit of the tracked branch (or `ref`), checked out."""
         ...
 
+    def remote_heads(self, repos: Sequence[RepoRef]) -> Mapping[str, str | None]:
+        """Each repository's branch head on its remote, without fetching (a poll that finds it
+        unchanged does nothing else); None where the remote could not say."""
+        ...
+
     def checkout(self, repo: RepoRef, commit: str) -> Snapshot:
         """A commit already fetched, checked out (no network)."""
         ...

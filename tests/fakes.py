@@ -51,6 +51,8 @@ class FakeSource:
         """Commits of each repository, oldest first; the last is the branch head."""
         self.down: LiminalError | None = None
         self.fetches = 0
+        self.asked = 0
+        """Times the remote heads were asked for (a poll round)."""
         self._lock = threading.Lock()
 
     def push(self, repo: str, files: Mapping[str, str], *, base: Path | None = None) -> str:
@@ -83,6 +85,13 @@ class FakeSource:
 
     def checkout(self, repo: RepoRef, commit: str) -> Snapshot:
         return Snapshot(repo, commit, self.commits[commit])
+
+    def remote_heads(self, repos: Sequence[RepoRef]) -> Mapping[str, str | None]:
+        with self._lock:
+            self.asked += 1
+        if self.down is not None:
+            return {r.name: None for r in repos}
+        return {r.name: history[-1] if (history := self.history.get(r.name)) else None for r in repos}
 
     def trees(self, snapshot: Snapshot) -> Mapping[str, str]:
         return {}  # no tree ids: a memo then keys by file content only

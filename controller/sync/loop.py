@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 import structlog
 
 from controller.errors import RETRY_AFTER
-from controller.model import Delivery, DeliveryKind, DeliveryStatus, ResourceKind, ResultCode, Trigger
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, RepoRef, ResourceKind, ResultCode, Trigger
 from controller.ports import CheckReporter
 from controller.sync.check import PullRequestChecks
 from controller.sync.deps import Deps
@@ -72,6 +73,8 @@ class LoopStats:
     """The git cache's size at the last upkeep pass (None before the first)."""
     taken_over: int = 0
     """Deliveries taken from a replica that stopped beating."""
+    unchanged_polls: int = 0
+    """Polls that found the remote's head where it was (asked without a fetch; nothing ran)."""
 
     def kept(self, report: UpkeepReport) -> None:
         """Count one upkeep pass (the caller holds the loop's lock)."""
@@ -109,6 +112,9 @@ class _Repo:
     """A commit that failed for good: polls and pushes that find it again do not run it again."""
     next_poll: float = 0.0
     next_drift: float = 0.0
+    seen_head: str | None = None
+    """The branch head the last fetching run worked on: a poll that finds the remote's head
+    unchanged (without a fetch) runs nothing."""
 
 
 class ReconcileLoop:
@@ -150,6 +156,11 @@ class ReconcileLoop:
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._to_ask: list[tuple[RepoRef, bool]] = []
+        """Repositories due for a poll, with whether their drift check is due too."""
+        self.checked: dict[str, tuple[float, str]] = {}
+        """When a poll last found each repository's head unchanged, and the head (kept here, not in
+        the ledger: a poll that finds nothing new writes nothing)."""
         self.heartbeat = time.monotonic()
 
     # ---- requests ---------------------------------------------------------------------------------
@@ -217,13 +228,13 @@ class ReconcileLoop:
         now = time.monotonic()
         for ref in self.deps.ledger.repos():
             state = self._repos.setdefault(ref.name, _Repo())
-            state.next_poll = now + self._jittered(self.poll_interval)
-            state.next_drift = now + self._jittered(self.drift_interval)
+            state.next_poll = now + self._phase(ref.name, self.poll_interval)
+            state.next_drift = now + self._phase(ref.name, self.drift_interval)
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        for name, target in (("poller", self._poll), ("upkeep", self._upkeep)):
+        for name, target in (("poller", self._poll), ("heads", self._ask), ("upkeep", self._upkeep)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -291,33 +302,78 @@ class ReconcileLoop:
                 except Exception as exc:
                     log.warning("loop.beat_failed", error=str(exc))
             try:
-                tracked = [r.name for r in self.deps.ledger.repos()]
+                tracked = self.deps.ledger.repos()
             except Exception as exc:
                 log.warning("loop.poll_failed", error=str(exc))
                 tracked = []
             now = time.monotonic()
-            for name in tracked:
+            due: list[tuple[RepoRef, bool]] = []
+            for ref in tracked:
+                name = ref.name
                 with self._cond:
                     state = self._repos.get(name)
-                    if state is None:  # added while running: first poll and drift check after an interval
+                    if state is None:  # added while running: first poll and drift check within an interval
                         state = self._repos[name] = _Repo(
-                            next_poll=now + self._jittered(self.poll_interval),
-                            next_drift=now + self._jittered(self.drift_interval),
+                            next_poll=now + self._phase(name, self.poll_interval),
+                            next_drift=now + self._phase(name, self.drift_interval),
                         )
                     poll, drift = state.next_poll <= now, state.next_drift <= now
                     if poll:
                         state.next_poll = now + self._jittered(self.poll_interval)
-                    if poll or drift:  # a poll's reconcile observes the targets too
-                        state.next_drift = now + self._jittered(self.drift_interval)
                 # of several replicas, the one that takes the duty in the ledger does it
-                # (the replica that polls observes drift too)
-                if poll:
-                    if self._claim(name, "poll", self.poll_interval):
-                        self.request(name, Trigger.POLL)
-                elif drift and self._claim(name, "drift", self.drift_interval):
-                    self.request(name, Trigger.DRIFT)
+                if poll and self._claim(name, "poll", self.poll_interval):
+                    due.append((ref, drift))
+                elif drift:
+                    self._drift(name, now)
+            if due:  # asked off this thread: a slow remote never holds the heartbeat
+                with self._cond:
+                    self._to_ask.extend(due)
+                    self._cond.notify_all()
             with self._cond:
                 self._cond.wait(1.0)
+
+    def _drift(self, name: str, now: float) -> None:
+        with self._cond:
+            state = self._repos[name]
+            state.next_drift = now + self._jittered(self.drift_interval)
+        if self._claim(name, "drift", self.drift_interval):
+            self.request(name, Trigger.DRIFT)
+
+    def _ask(self) -> None:
+        """Ask the remotes of the repositories due for a poll for their heads (one request per
+        remote); reconcile those whose head moved, or whose head could not be learnt."""
+        while True:
+            with self._cond:
+                while not self._to_ask and not self._stopping:
+                    self._cond.wait(1.0)
+                if self._stopping:
+                    return
+                due, self._to_ask = self._to_ask, []
+            try:
+                heads = self.deps.source.remote_heads([ref for ref, _ in due])
+            except Exception as exc:  # fetch as before
+                log.warning("loop.heads_failed", error=f"{type(exc).__name__}: {exc}")
+                heads = {}
+            now = time.monotonic()
+            for ref, drift in due:
+                head = heads.get(ref.name)
+                with self._cond:
+                    state = self._repos[ref.name]
+                    unchanged = head is not None and head == state.seen_head
+                    if head is not None and unchanged:
+                        self.stats.unchanged_polls += 1
+                        self.checked[ref.name] = (time.time(), head)
+                    else:  # the poll's reconcile observes the targets too
+                        state.next_drift = now + self._jittered(self.drift_interval)
+                if not unchanged:
+                    self.request(ref.name, Trigger.POLL)
+                elif drift:
+                    self._drift(ref.name, now)
+
+    def _phase(self, name: str, interval: float) -> float:
+        """Where in `interval` a repository's first poll or drift check falls: spread evenly by
+        its name, so that a thousand repositories tracked at start do not all go at once."""
+        return interval * (zlib.crc32(name.encode()) / 2**32)
 
     def _claim(self, repo: str, duty: str, interval: float) -> bool:
         try:
@@ -458,6 +514,8 @@ class ReconcileLoop:
         # a crash is retried as a temporary failure would be
         decision = requeue(RETRY_AFTER, state.failures) if run is None else run.requeue
         with self._cond:
+            if run is not None and run.commit and trigger is not Trigger.DRIFT:
+                state.seen_head = run.commit  # what the remote's branch pointed at when fetched
             if run is not None and run.id is not None:
                 self.stats.observe(run, seconds)
             if run is not None and run.ok:

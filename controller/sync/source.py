@@ -17,7 +17,7 @@ import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
@@ -27,6 +27,7 @@ import git
 
 from controller.errors import SourceError, TransientError, sanitize
 from controller.model import RepoRef, Snapshot
+from controller.sync.heads import RemoteHeads
 
 __all__ = [
     "GIT_TIMEOUT",
@@ -200,6 +201,19 @@ class GitSource:
         self.credentials = credentials or GitCredentials()
         self.policy = policy or RemotePolicy()
         self.timeout = timeout
+        self._heads = RemoteHeads(self._env, self._http_auth, timeout=min(timeout, 10.0))
+
+    def remote_heads(self, repos: Sequence[RepoRef]) -> Mapping[str, str | None]:
+        """Each repository's branch head on its remote, without a fetch (one request per remote
+        URL); None where the remote could not say."""
+        return self._heads.heads(repos)
+
+    def _http_auth(self, url: str) -> tuple[str, str] | None:
+        scheme = url.split("://", 1)[0].lower()
+        # as for git itself: the token only over https, or http when the operator allows http
+        if self.credentials.token and (scheme == "https" or (scheme == "http" and self.policy.allow_http)):
+            return self.credentials.username, self.credentials.token
+        return None
 
     def _folder(self, repo: RepoRef) -> Path:
         slug = re.sub(r"[^a-z0-9]+", "-", repo.name.lower()).strip("-")[:40] or "repo"
