@@ -10,6 +10,8 @@ import dataclasses
 import datetime as dt
 import hmac
 import tempfile
+import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -32,13 +34,13 @@ from starlette.requests import ClientDisconnect
 
 from controller.errors import LiminalError, SourceError, sanitize
 from controller.ledger import Ledger
-from controller.model import Delivery, DeliveryKind, DeliveryStatus, ResourceKind, Trigger
+from controller.model import Delivery, DeliveryKind, DeliveryStatus, RepoRef, ResourceKind, Trigger
 from controller.sync.loop import DURATION_BUCKETS, ReconcileLoop
 from controller.sync.preview import preview
 from controller.ui import STATIC, page
 from controller.views import run_json, service_endpoints
 from webhooks import github, gitlab
-from webhooks.events import WebhookError, WebhookEvent, check_header, same_repository
+from webhooks.events import WebhookError, WebhookEvent, check_header, normal_url
 
 __all__ = ["MAX_BODIES_IN_FLIGHT", "MAX_BODY", "ServeSettings", "make_app"]
 
@@ -184,6 +186,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     bodies = _BodyLimit(MAX_BODIES_IN_FLIGHT)
     # blocking ledger writes and lookups of webhook intake run here, never on the event loop
     intake = anyio.CapacityLimiter(MAX_BODIES_IN_FLIGHT)
+    tracked = TrackedIndex(ledger)
 
     async def github_webhook(request: Request) -> JSONResponse:
         _content_headers(request)
@@ -217,7 +220,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         app.add_api_route("/webhooks/gitlab", gitlab_webhook, methods=["POST"], status_code=202)
 
     def _accept(event: WebhookEvent) -> JSONResponse:
-        targets = _targets(ledger, event)
+        targets = _targets(tracked, event)
         status, reason = DeliveryStatus.QUEUED, None
         if event.kind is DeliveryKind.PING:
             status, reason = DeliveryStatus.IGNORED, "ping"
@@ -518,13 +521,45 @@ class _BodyLimit:
             self.slots.release()
 
 
-def _targets(ledger: Ledger, event: WebhookEvent) -> list[str]:
+class TrackedIndex:
+    """Tracked repositories by normalized remote URL, so that a webhook finds its repositories
+    without reading the whole table: rebuilt from the ledger when older than `ttl` seconds, or
+    (at most once a second) when a delivery names a remote it does not know, so a repository
+    just added by another process is found at once."""
+
+    def __init__(self, ledger: Ledger, ttl: float = 5.0) -> None:
+        self.ledger = ledger
+        self.ttl = ttl
+        self._by_url: dict[str, list[RepoRef]] = {}
+        self._built = float("-inf")
+        self._lock = threading.Lock()
+
+    def find(self, urls: tuple[str, ...]) -> list[RepoRef]:
+        """The tracked repositories whose remote is one of `urls` (scheme, user, port and `.git`
+        aside), in the order they were added."""
+        keys = {normal_url(u) for u in urls if u}
+        with self._lock:
+            now = time.monotonic()
+            if now - self._built > self.ttl:
+                self._rebuild(now)
+            found = [r for k in keys for r in self._by_url.get(k, [])]
+            if not found and now - self._built > 1.0:
+                self._rebuild(now)
+                found = [r for k in keys for r in self._by_url.get(k, [])]
+        return list({r.name: r for r in found}.values())
+
+    def _rebuild(self, now: float) -> None:
+        by_url: dict[str, list[RepoRef]] = {}
+        for ref in self.ledger.repos():
+            by_url.setdefault(normal_url(ref.url), []).append(ref)
+        self._by_url, self._built = by_url, now
+
+
+def _targets(index: TrackedIndex, event: WebhookEvent) -> list[str]:
     """Tracked repositories the event is about (for a push: those following the pushed branch;
     for a pull request: those following the branch it targets)."""
     out = []
-    for ref in ledger.repos():
-        if not same_repository(ref.url, event.urls):
-            continue
+    for ref in index.find(event.urls):
         if event.kind is DeliveryKind.PUSH and event.ref != f"refs/heads/{ref.branch}":
             continue
         if event.kind is DeliveryKind.PULL_REQUEST and event.base and event.base != ref.branch:

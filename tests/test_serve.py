@@ -366,3 +366,28 @@ def test_a_force_push_back_to_an_older_commit_is_deployed(tmp_path: Path, ledger
         assert _github(url, "push", _push(remote, older))[1]["status"] == "queued"
         _wait(lambda: ledger.status("hello").last_applied_commit == older)
     assert [r.commit for r in ledger.history("hello")][:2] == [older, newer]
+
+
+def test_the_webhook_index_finds_repositories_by_remote_without_reading_the_table(tmp_path: Path) -> None:
+    from controller.api import TrackedIndex
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    reads = 0
+    repos = ledger.repos
+
+    def counted() -> list[RepoRef]:
+        nonlocal reads
+        reads += 1
+        return repos()
+
+    ledger.repos = counted  # type: ignore[method-assign]
+    for i in range(200):
+        ledger.add_repo(RepoRef(f"r{i}", f"https://github.com/org/r{i}.git"))
+    index = TrackedIndex(ledger, ttl=60)
+    found = [index.find((f"git@github.com:org/r{i % 200}.git",)) for i in range(1000)]
+    assert [r.name for r in found[7]] == ["r7"] and reads == 1  # 1,000 deliveries, one read
+    ledger.add_repo(RepoRef("new", "https://github.com/org/new"))  # by another process, say
+    time.sleep(1.1)
+    assert [r.name for r in index.find(("https://GitHub.com/org/new.git",))] == ["new"]  # a miss rebuilds
+    assert index.find(("https://github.com/org/unknown",)) == [] and reads == 2  # misses rebuild once a second
+    ledger.close()

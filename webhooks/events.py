@@ -19,8 +19,8 @@ __all__ = [
     "commit_field",
     "int_field",
     "json_object",
+    "normal_url",
     "object_field",
-    "same_repository",
     "text_field",
     "web_field",
 ]
@@ -64,7 +64,7 @@ class WebhookEvent:
 _SCP = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")
 
 
-def _normal(url: str) -> str:
+def normal_url(url: str) -> str:
     """`https://user@Host/a/b.git`, `ssh://git@host/a/b`, `git@host:a/b.git` -> `host/a/b`."""
     text = url.strip()
     if "://" in text:
@@ -74,13 +74,6 @@ def _normal(url: str) -> str:
         text = f"{match.group(1)}/{match.group(2)}"
     host, _, path = text.partition("/")
     return f"{host.lower().split(':')[0] if path else host.lower()}/{path.rstrip('/').removesuffix('.git')}"
-
-
-def same_repository(tracked: str, urls: tuple[str, ...]) -> bool:
-    """True when a tracked URL names the repository a payload describes (scheme, user, port and
-    `.git` aside, host case-insensitive)."""
-    mine = _normal(tracked)
-    return any(_normal(u) == mine for u in urls if u)
 
 
 def json_object(body: bytes) -> Mapping[str, Any]:
