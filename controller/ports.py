@@ -179,8 +179,9 @@ class RepositoryCatalogue(Protocol):
 class DeployedStateReader(Protocol):
     """What the controller deployed, as the ledger remembers it."""
 
-    def deployed_state(self, repo: str) -> DeployedState:
-        """Every resource live for `repo`, with its hash, commit and body."""
+    def deployed_state(self, repo: str, *, bodies: bool | Set[ResourceKey] = True) -> DeployedState:
+        """Every resource live for `repo`, with its hash and commit; with the body of each
+        (`True`), of none (`False`: comparing hashes needs none), or of the keys given."""
         ...
 
     def applied_commit(self, repo: str) -> str | None:

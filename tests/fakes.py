@@ -190,9 +190,12 @@ class FakeLedger:
             lock.release()
 
     # ---- DeployedStateReader
-    def deployed_state(self, repo: str) -> DeployedState:
+    def deployed_state(self, repo: str, *, bodies: bool | Set[ResourceKey] = True) -> DeployedState:
         with self._guard:
-            return DeployedState(dict(self._deployed.get(repo, {})))
+            found = dict(self._deployed.get(repo, {}))
+        if bodies is True:
+            return DeployedState(found)
+        return DeployedState({k: d if bodies and k in bodies else replace(d, body={}) for k, d in found.items()})
 
     def applied_commit(self, repo: str) -> str | None:
         with self._guard:

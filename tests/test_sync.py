@@ -77,6 +77,36 @@ def test_first_sync_applies_then_noop_then_update(tmp_path: Path, remote: Path, 
     assert [r.status for r in ledger.history("hello")] == [RunStatus.SUCCEEDED, RunStatus.NOOP, RunStatus.SUCCEEDED]
 
 
+def test_the_deployed_state_is_read_by_hash_and_bodies_only_where_asked(
+    tmp_path: Path, remote: Path, ledger: Ledger
+) -> None:
+    ledger.add_repo(RepoRef("hello", str(remote)))
+    yml = remote / "liminal.yml"
+    yml.write_text(yml.read_text().replace("pipelines:\n", "pipelines:\n" + _SECOND_PIPELINE, 1))
+    commit_all(remote, "two pipelines")
+    assert reconcile("hello", make_deps(tmp_path, ledger)).status is RunStatus.SUCCEEDED
+    full = ledger.deployed_state("hello")
+    hashes = ledger.deployed_state("hello", bodies=False)
+    assert len(full.resources) == 2 and set(hashes.resources) == set(full.resources)
+    assert all(d.body == {} and d.content_hash == full.resources[k].content_hash for k, d in hashes.resources.items())
+    one = next(iter(full.resources))
+    some = ledger.deployed_state("hello", bodies={one})
+    assert some.resources[one].body == full.resources[one].body != {}
+    assert all(d.body == {} for k, d in some.resources.items() if k != one)
+
+
+_SECOND_PIPELINE = """  - pipeline: second
+    start_date: 2024-01-01
+    timeout_minutes: 10
+    schedule: 0 1 * * *
+    tasks:
+      - task: only
+        type: python
+        image: hello/pipeline
+        cmd: python -u prepare.py
+"""
+
+
 def test_invalid_commit_keeps_the_last_good_state(tmp_path: Path, remote: Path, ledger: Ledger) -> None:
     ledger.add_repo(RepoRef("hello", str(remote)))
     deps = make_deps(tmp_path, ledger)

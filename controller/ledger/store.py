@@ -7,11 +7,12 @@ outcome in flight, and the next reconcile finds it again by observing the target
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from controller.errors import ConfigError, TransientError
 from controller.ledger import tables as t
 from controller.model import (
+    EMPTY,
     Action,
     BuildRecord,
     Delivery,
@@ -666,15 +668,25 @@ class Ledger:
 
     # ---- reads -------------------------------------------------------------------------------
 
-    def deployed_state(self, repo: str) -> DeployedState:
-        """What the ledger says is deployed for `repo`."""
+    def deployed_state(self, repo: str, *, bodies: bool | Set[ResourceKey] = True) -> DeployedState:
+        """What the ledger says is deployed for `repo`: hashes and commits, and the bodies
+        (stored JSON, the bulk of the rows) of all resources, of none, or of the keys given."""
+        d = t.deployed.c
         with self.engine.connect() as conn:
             repo_id = self._repo_id(conn, repo)
-            rows = conn.execute(sa.select(t.deployed).where(t.deployed.c.repo_id == repo_id)).mappings()
+            columns = [d.kind, d.name, d.content_hash, d.commit] + ([d.body] if bodies is True else [])
             out = {}
-            for r in rows:
+            for r in conn.execute(sa.select(*columns).where(d.repo_id == repo_id)).mappings():
                 key = ResourceKey(repo, ResourceKind(r["kind"]), r["name"])
-                out[key] = Deployed(key, r["content_hash"], r["commit"], r["body"])
+                out[key] = Deployed(key, r["content_hash"], r["commit"], r["body"] if bodies is True else EMPTY)
+            if bodies is not True and bodies:
+                names = sorted({k.name for k in bodies if k in out})
+                for chunk in (names[i : i + 500] for i in range(0, len(names), 500)):
+                    query = sa.select(d.kind, d.name, d.body).where(d.repo_id == repo_id, d.name.in_(chunk))
+                    for r in conn.execute(query).mappings():
+                        key = ResourceKey(repo, ResourceKind(r["kind"]), r["name"])
+                        if key in bodies:
+                            out[key] = dataclasses.replace(out[key], body=r["body"])
         return DeployedState(out)
 
     def history(self, repo: str | None = None, limit: int = 20) -> list[SyncRun]:

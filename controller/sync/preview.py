@@ -99,8 +99,15 @@ def planned(repo: RepoRef, snapshot: Snapshot, deps: Deps, bound: Any = log) -> 
     """Render `snapshot`, observe drift and plan: the part every sync and every preview share.
     Raises InputError for an invalid commit."""
     desired = desired_for(snapshot, deps)
-    deployed = deps.ledger.deployed_state(repo.name)
+    # hashes first: only what changes (and what drifted, when it is restored) is diffed, so only
+    # those bodies are read
+    deployed = deps.ledger.deployed_state(repo.name, bodies=False)
     found = drifted(desired, deployed, deps.targets, bound)
+    wanted = {r.key: r.content_hash for r in desired.resources}
+    differ = {k for k, d in deployed.resources.items() if wanted.get(k) != d.content_hash}
+    differ |= found if repo.self_heal else frozenset()
+    if differ:
+        deployed = deps.ledger.deployed_state(repo.name, bodies=differ)
     the_plan = plan(desired, deployed, prune=repo.prune, drifted=found if repo.self_heal else frozenset())
     return Planned(desired, deployed, found, the_plan)
 

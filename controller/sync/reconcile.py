@@ -245,7 +245,9 @@ def observe_drift(repo_name: str, deps: Deps) -> list[str] | None:
                 return None
             bound = log.bind(repo=repo.name, commit=commit[:12])
             desired = desired_for(deps.source.checkout(repo, commit), deps)
-            found = list(key_names(drifted(desired, deps.ledger.deployed_state(repo.name), deps.targets, bound)))
+            found = list(
+                key_names(drifted(desired, deps.ledger.deployed_state(repo.name, bodies=False), deps.targets, bound))
+            )
             deps.ledger.set_drift(repo.name, found)
     except TransientError:  # the lock is held: a reconcile is running
         return None
