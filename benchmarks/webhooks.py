@@ -41,6 +41,60 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def signed(secret: str, payload: dict[str, object], count: int, prefix: str = "bench") -> list[tuple[str, bytes, str]]:
+    """`count` push deliveries of `payload` (each its own message), signed as GitHub signs them."""
+    out = []
+    for i in range(count):
+        body = json.dumps({**payload, "head_commit": {"message": f"push {i}"}}).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        out.append((f"{prefix}-{i}", body, signature))
+    return out
+
+
+def send_all(
+    port: int, bodies: list[tuple[str, bytes, str]], threads: int = THREADS
+) -> tuple[list[float], list[int], float]:
+    """POST every delivery to /webhooks/github over `threads` keep-alive connections: each one's
+    latency, each status, and the seconds it all took."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def worker(part: list[tuple[str, bytes, str]]) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        codes: list[int] = []
+        for delivery, body, signature in part:
+            started = time.perf_counter()
+            connection.request(
+                "POST",
+                "/webhooks/github",
+                body=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-GitHub-Event": "push",
+                    "X-GitHub-Delivery": delivery,
+                    "X-Hub-Signature-256": signature,
+                },
+            )
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            codes.append(response.status)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            statuses.extend(codes)
+
+    workers = [threading.Thread(target=worker, args=(bodies[i::threads],)) for i in range(threads)]
+    started = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return latencies, statuses, time.perf_counter() - started
+
+
 def main() -> None:
     """Print the figures."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,49 +146,10 @@ def main() -> None:
                 "deleted": False,
                 "repository": {"full_name": "bench/bench", "clone_url": str(remote)},
                 "pusher": {"name": "bench"},
+                "head_commit": {"id": commit},
             }
-            bodies = []
-            for i in range(DELIVERIES):
-                body = json.dumps({**payload, "head_commit": {"id": commit, "message": f"push {i}"}}).encode()
-                signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                bodies.append((f"bench-{i}", body, signature))
-            latencies: list[float] = []
-            statuses: list[int] = []
-            lock = threading.Lock()
-
-            def worker(part: list[tuple[str, bytes, str]]) -> None:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                mine: list[float] = []
-                codes: list[int] = []
-                for delivery, body, signature in part:
-                    started = time.perf_counter()
-                    connection.request(
-                        "POST",
-                        "/webhooks/github",
-                        body=body,
-                        headers={
-                            "Content-Type": "application/json",
-                            "X-GitHub-Event": "push",
-                            "X-GitHub-Delivery": delivery,
-                            "X-Hub-Signature-256": signature,
-                        },
-                    )
-                    response = connection.getresponse()
-                    response.read()
-                    mine.append(time.perf_counter() - started)
-                    codes.append(response.status)
-                connection.close()
-                with lock:
-                    latencies.extend(mine)
-                    statuses.extend(codes)
-
-            threads = [threading.Thread(target=worker, args=(bodies[i::THREADS],)) for i in range(THREADS)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - started
+            bodies = signed(SECRET, payload, DELIVERIES)
+            latencies, statuses, seconds = send_all(port, bodies)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)

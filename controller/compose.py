@@ -33,7 +33,7 @@ def build_deps(
 ) -> tuple[Deps, Ledger]:
     """The reconcile dependencies and the ledger they record into, as the settings configure them."""
     from controller.ledger import Ledger
-    from controller.sync.cache import RenderCache
+    from controller.sync.cache import DesiredStore, RenderCache
     from controller.sync.deps import Deps
     from controller.sync.source import GitCredentials, GitSource
     from controller.targets.dag_folder import DagFolderTarget
@@ -93,5 +93,6 @@ def build_deps(
         environ=settings.placeholders,
         policies=settings.policies,
         cache=RenderCache(settings.render_cache_entries),
+        store=DesiredStore(settings.home / "cache" / "desired"),
     )
     return deps, ledger

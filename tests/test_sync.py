@@ -473,3 +473,33 @@ def test_an_archive_member_leading_out_is_refused(tmp_path: Path, python: str, m
     with pytest.raises(SourceError, match="refusing"):
         extract_tar(archive(("../escaped", b"x", 0o644)), tmp_path / "bad")
     assert not (tmp_path / "escaped").exists()
+
+
+def test_a_desired_state_rendered_by_one_process_is_read_by_the_next_and_only_under_the_same_key(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from controller.sync import deps as deps_module
+    from controller.sync.cache import DesiredStore
+    from controller.sync.deps import desired_for
+
+    store = DesiredStore(tmp_path / "desired")
+    first = dataclasses.replace(render_only_deps(tmp_path), cache=RenderCache(), store=store)
+    snapshot = first.source.fetch(RepoRef("hello", str(remote)))
+    made = desired_for(snapshot, first)
+    (stored,) = (tmp_path / "desired").glob("*.pickle")
+    assert oct(stored.parent.stat().st_mode & 0o777) == "0o700"
+
+    def no_render(*args: object) -> None:
+        raise AssertionError("rendered again")
+
+    with monkeypatch.context() as patched:  # another process: its own memory, the same folder
+        patched.setattr(deps_module, "_desired", no_render)
+        again = desired_for(snapshot, dataclasses.replace(first, cache=RenderCache()))
+    assert again == made and again is not made
+    other = dataclasses.replace(first, cache=RenderCache(), settings=RenderSettings(registry="registry.example"))
+    assert desired_for(snapshot, other) != made  # other settings: another key, rendered
+    stored.write_bytes(b"not a state")  # unreadable: rendered again, with a warning
+    third = desired_for(snapshot, dataclasses.replace(first, cache=RenderCache()))
+    assert third == made and len(list((tmp_path / "desired").glob("*.pickle"))) == 2

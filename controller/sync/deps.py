@@ -10,7 +10,7 @@ from controller.model import DesiredState, Memo, Origin, Policies, ResourceKind,
 from controller.ports import LedgerPort, Source, Target
 from controller.render import RenderSettings, render
 from controller.spec import SourceFile, discover, load
-from controller.sync.cache import RenderCache
+from controller.sync.cache import DesiredStore, RenderCache, stable_key
 
 __all__ = ["Deps", "desired_for"]
 
@@ -27,6 +27,8 @@ class Deps:
     environ: Mapping[str, str] = field(default_factory=dict)
     cache: RenderCache | None = field(default_factory=RenderCache)
     """Kept between reconciles of a long-lived process; None renders everything every time."""
+    store: DesiredStore | None = None
+    """Desired states kept on disk for other processes (a CLI plan of a commit serve rendered)."""
     policies: Policies = field(default_factory=Policies)
     """What each repository may ask for (the safe default unless the operator's policy file says more)."""
 
@@ -48,7 +50,21 @@ def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
         frozenset(deps.targets),
         deps.policies.for_repo(snapshot.repo.name),
     )
-    return cache.get_or_make("desired", key, lambda: _desired(snapshot, deps, cache.view(deps.source.trees(snapshot))))
+    return cache.get_or_make("desired", key, lambda: _stored(key, snapshot, deps, cache))
+
+
+def _stored(key: tuple[object, ...], snapshot: Snapshot, deps: Deps, cache: RenderCache) -> DesiredState:
+    """The desired state from the disk store, or made (and stored) when it is not there."""
+    store = deps.store
+    if store is None:
+        return _desired(snapshot, deps, cache.view(deps.source.trees(snapshot)))
+    name = stable_key(key)
+    found = store.get(name)
+    if isinstance(found, DesiredState) and found.origin == Origin(snapshot.repo.name, snapshot.commit):
+        return found
+    made = _desired(snapshot, deps, cache.view(deps.source.trees(snapshot)))
+    store.put(name, made)
+    return made
 
 
 def _desired(snapshot: Snapshot, deps: Deps, memo: Memo | None) -> DesiredState:

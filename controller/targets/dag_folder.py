@@ -57,9 +57,10 @@ class DagFolderTarget:
             if text is None:
                 out[r.key] = None
                 continue
-            stamp = _stamp_of(text)
+            on_disk = _parsed(text)  # once per file: this runs for every DAG every drift round
+            stamp = _stamp_of(on_disk)
             if stamp == r.content_hash:
-                same = _unstamped(text) == _unstamped(_dag_of(r).payload)
+                same = _unstamped(on_disk) == _unstamped(_parsed(_dag_of(r).payload))
                 out[r.key] = r.content_hash if same else "edited"
             else:
                 out[r.key] = stamp
@@ -159,22 +160,24 @@ def _alive(pid: int) -> bool:
 def stamped_hash(path: Path) -> str | None:
     """The content hash stamped in the payload at `path` (None when absent or unreadable)."""
     text = _read(path)
-    return None if text is None else _stamp_of(text)
+    return None if text is None else _stamp_of(_parsed(text))
 
 
-def _unstamped(text: str) -> object:
+def _parsed(text: str) -> dict[str, object] | None:
+    """A payload file's JSON object, or None when it is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _unstamped(payload: dict[str, object] | None) -> object:
     """The payload without what says where it came from (origin, tags): the content."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None
-    return {k: v for k, v in payload.items() if k not in ("origin", "tags")} if isinstance(payload, dict) else None
+    return None if payload is None else {k: v for k, v in payload.items() if k not in ("origin", "tags")}
 
 
-def _stamp_of(text: str) -> str | None:
-    try:
-        payload = json.loads(text)
-        found = payload.get("origin", {}).get("hash") if isinstance(payload, dict) else None
-    except ValueError:
-        return None
+def _stamp_of(payload: dict[str, object] | None) -> str | None:
+    origin = payload.get("origin") if payload is not None else None
+    found = origin.get("hash") if isinstance(origin, dict) else None
     return str(found) if found else None
