@@ -171,6 +171,11 @@ class RepositoryCatalogue(Protocol):
         """Every tracked repository."""
         ...
 
+    def synced_commit(self, repo: str) -> str | None:
+        """The commit live for `repo` when its last run applied it; None when the last run
+        failed or there is none (a restarted loop then fetches on its first poll)."""
+        ...
+
     def lock(self, repo: str, *, wait: bool = True) -> AbstractContextManager[None]:
         """Hold `repo` for one reconcile; TransientError when `wait` is off and it is held."""
         ...

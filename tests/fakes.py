@@ -248,6 +248,12 @@ class FakeLedger:
                 self._applied[repo] = applied_commit
             return True
 
+    def synced_commit(self, repo: str) -> str | None:
+        with self._guard:
+            mine = [r for r in self.runs if r.repo == repo]
+            ok = bool(mine) and mine[-1].status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
+            return self._applied.get(repo) if ok and mine[-1].commit == self._applied.get(repo) else None
+
     def set_drift(self, repo: str, drift: Sequence[str]) -> None:
         with self._guard:
             self.drift[repo] = list(drift)

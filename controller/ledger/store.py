@@ -711,6 +711,13 @@ class Ledger:
                     found[o["run_id"]].append(_outcome(names[o["run_id"]], o))
         return [_run(r, tuple(found[r["id"]])) for r in rows]
 
+    def synced_commit(self, repo: str) -> str | None:
+        """The commit live for `repo` when its last run applied it; None otherwise."""
+        found = self.status(repo)
+        ok = found.last_run is not None and found.last_run.status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
+        same = found.last_applied_commit is not None and found.last_applied_commit == found.last_attempted_commit
+        return found.last_applied_commit if ok and same else None
+
     def status(self, repo: str) -> RepoStatus:
         """The repository's attempted/applied commits, last run and resource count."""
         with self.engine.connect() as conn:

@@ -34,7 +34,15 @@ from typing import Any
 import structlog
 
 from controller.errors import RETRY_AFTER
-from controller.model import Delivery, DeliveryKind, DeliveryStatus, RepoRef, ResourceKind, ResultCode, Trigger
+from controller.model import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    RepoRef,
+    ResourceKind,
+    ResultCode,
+    Trigger,
+)
 from controller.ports import CheckReporter
 from controller.sync.check import PullRequestChecks
 from controller.sync.deps import Deps
@@ -230,6 +238,7 @@ class ReconcileLoop:
             state = self._repos.setdefault(ref.name, _Repo())
             state.next_poll = now + self._phase(ref.name, self.poll_interval)
             state.next_drift = now + self._phase(ref.name, self.drift_interval)
+            state.seen_head = self._live_head(ref.name)
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
@@ -369,6 +378,14 @@ class ReconcileLoop:
                     self.request(ref.name, Trigger.POLL)
                 elif drift:
                     self._drift(ref.name, now)
+
+    def _live_head(self, name: str) -> str | None:
+        """The commit live for `name` when its last run applied it: a restart then polls without
+        a fetch, and an unchanged head runs nothing (after a failure the first poll fetches)."""
+        try:
+            return self.deps.ledger.synced_commit(name)
+        except Exception:  # the first poll fetches, as it always did
+            return None
 
     def _phase(self, name: str, interval: float) -> float:
         """Where in `interval` a repository's first poll or drift check falls: spread evenly by
