@@ -465,3 +465,25 @@ def test_a_poll_that_finds_nothing_new_adds_no_run(tmp_path: Path) -> None:
     assert reconcile("hello", world.deps, trigger=Trigger.POLL).healed == ("service/hello_server",)
     assert reconcile("hello", world.deps, trigger=Trigger.CLI).id is not None  # asked for: always kept
     assert len(world.ledger.runs) == 3
+
+
+def test_polls_of_an_unchanged_head_fetch_nothing_even_after_a_restart(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    assert reconcile("hello", world.deps, trigger=Trigger.CLI).ok  # live, before this loop started
+    fetched = world.source.fetches
+    loop = ReconcileLoop(world.deps, poll_interval=0.2, drift_interval=3600, jitter=0.0)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while loop.counted().unchanged_polls < 3:
+            assert time.monotonic() < deadline, "no poll found the head unchanged"
+            time.sleep(0.05)
+        assert world.source.fetches == fetched and world.source.asked >= 3  # asked, never fetched
+        runs = len(world.ledger.runs)
+        newer = world.edit_yml("schedule: 0 6 * * *", "schedule: 0 7 * * *")
+        while world.ledger.applied_commit("hello") != newer:
+            assert time.monotonic() < deadline + 10, "the moved head was not deployed"
+            time.sleep(0.05)
+        assert world.source.fetches == fetched + 1 and len(world.ledger.runs) == runs + 1
+    finally:
+        loop.stop()
