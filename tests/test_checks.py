@@ -590,3 +590,39 @@ def test_a_repository_page_that_could_end_a_link_is_not_used_for_links() -> None
     for hostile in ("javascript:alert(1)", "https://x.example/a)[b](https://evil.example", "https://x.example/a b"):
         payload["repository"]["html_url"] = hostile
         assert github.parse("d", "pull_request", json.dumps(payload).encode()).web_url is None
+
+
+def test_a_configured_installation_is_used_as_is_and_half_an_app_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from controller.cli import _check_reporters
+    from controller.config import controller_settings
+    from controller.errors import ConfigError
+    from webhooks.forge import ForgeApi
+    from webhooks.github_app import GitHubAppTokens
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    api = FakeGitHub(None, app=("77", public), installation=991)
+    try:
+        tokens = GitHubAppTokens("77", private, ForgeApi("GitHub", api.url), installation_id="991")
+        assert tokens("o/r") in api.issued
+    finally:
+        api.close()
+    assert api.violations == [] and api.calls("GET", r".*/installation") == []  # not looked up
+    assert len(api.calls("POST", r"/app/installations/991/access_tokens")) == 1
+    home = {"LIMINAL_HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="needs both LIMINAL_GITHUB_APP_ID and LIMINAL_GITHUB_APP_PRIVATE_KEY"):
+        _check_reporters(controller_settings({**home, "LIMINAL_GITHUB_APP_ID": "77"}))
+    with pytest.raises(ConfigError, match="not a PEM private key"):
+        _check_reporters(
+            controller_settings({**home, "LIMINAL_GITHUB_APP_ID": "77", "LIMINAL_GITHUB_APP_PRIVATE_KEY": "x"})
+        )

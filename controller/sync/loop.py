@@ -369,7 +369,7 @@ class ReconcileLoop:
                 with self._cond:
                     state = self._repos[ref.name]
                     unchanged = head is not None and head == state.seen_head
-                    if head is not None and unchanged:
+                    if unchanged and head is not None:
                         self.stats.unchanged_polls += 1
                         self.checked[ref.name] = (time.time(), head)
                     else:  # the poll's reconcile observes the targets too
