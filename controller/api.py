@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from controller.errors import LiminalError, SourceError, sanitize
+from controller.group_commit import GroupCommit
 from controller.ledger import Ledger
 from controller.model import Delivery, DeliveryKind, DeliveryStatus, RepoRef, ResourceKind, Trigger
 from controller.sync.loop import DURATION_BUCKETS, ReconcileLoop
@@ -52,6 +53,9 @@ MAX_BODY = 25 * 1024 * 1024
 MAX_BODIES_IN_FLIGHT = 4
 """Webhook bodies read at once; more wait for a turn (SLOT_WAIT), then get 503 (GitHub and
 GitLab show it for redelivery)."""
+
+MAX_DELIVERIES_WAITING = 64
+"""Read and verified deliveries waiting to be recorded (the next group); more wait for a place."""
 
 SLOT_WAIT = 5.0
 """Seconds a delivery waits for one of the MAX_BODIES_IN_FLIGHT turns."""
@@ -115,6 +119,7 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
         # the GIL behind all of them and /healthz answers in hundreds of milliseconds
         anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         yield
+        await anyio.to_thread.run_sync(recorder.close)  # what was verified is recorded before the ledger closes
 
     # /docs and /redoc serve their own copies of Swagger UI and ReDoc (fastapi-offline): FastAPI's
     # default pages load them from a public CDN, which an air-gapped cluster cannot reach
@@ -184,8 +189,9 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
     # ---- webhooks --------------------------------------------------------------------------------
 
     bodies = _BodyLimit(MAX_BODIES_IN_FLIGHT)
-    # blocking ledger writes and lookups of webhook intake run here, never on the event loop
-    intake = anyio.CapacityLimiter(MAX_BODIES_IN_FLIGHT)
+    # deliveries are looked up and recorded on the recorder's own thread, never on the event
+    # loop, in groups (one transaction each); at most MAX_DELIVERIES_WAITING wait for it
+    intake = anyio.CapacityLimiter(MAX_DELIVERIES_WAITING)
     tracked = TrackedIndex(ledger)
 
     async def github_webhook(request: Request) -> JSONResponse:
@@ -200,7 +206,8 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             check = partial(github.check_digest, mac, signature)
         body = await bodies.read(request, mac, check)
         parsed = github.parse(delivery_id, event, body)
-        return await anyio.to_thread.run_sync(_accept, parsed, limiter=intake)
+        async with intake:
+            return await recorder.submit(parsed)
 
     async def gitlab_webhook(request: Request) -> JSONResponse:
         _content_headers(request)
@@ -212,14 +219,31 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             gitlab.verify(settings.gitlab_token.encode(), request.headers.get("X-Gitlab-Token"))
         body = await bodies.read(request)
         parsed = gitlab.parse(delivery_id, event, body)
-        return await anyio.to_thread.run_sync(_accept, parsed, limiter=intake)
+        async with intake:
+            return await recorder.submit(parsed)
 
     if serve_github:
         app.add_api_route("/webhooks/github", github_webhook, methods=["POST"], status_code=202)
     if serve_gitlab:
         app.add_api_route("/webhooks/gitlab", gitlab_webhook, methods=["POST"], status_code=202)
 
-    def _accept(event: WebhookEvent) -> JSONResponse:
+    def _accept_all(events: list[WebhookEvent]) -> list[JSONResponse | BaseException]:
+        """The answers to a group of deliveries, recorded in one transaction before any 202 (a
+        crash after it loses nothing)."""
+        found = [_record(e) for e in events]
+        rows = ledger.record_deliveries([record for record, _ in found], loop.replica)
+        answers: list[JSONResponse | BaseException] = []
+        for event, (record, targets), row in zip(events, found, rows, strict=True):
+            try:
+                answers.append(_answer(event, record, targets, row))
+            except Exception as exc:  # that delivery's 500; the group's others are answered
+                answers.append(exc)
+        return answers
+
+    recorder = GroupCommit(_accept_all, most=MAX_DELIVERIES_WAITING, name="webhook-intake")
+
+    def _record(event: WebhookEvent) -> tuple[Delivery, list[str]]:
+        """The delivery's ledger record, and the tracked repositories it is about."""
         targets = _targets(tracked, event)
         status, reason = DeliveryStatus.QUEUED, None
         if event.kind is DeliveryKind.PING:
@@ -248,7 +272,10 @@ def make_app(ledger: Ledger, loop: ReconcileLoop, settings: ServeSettings) -> Fa
             project=event.project,
             web_url=event.web_url,
         )
-        row = ledger.record_delivery(record, loop.replica)  # before the 202: a crash after it loses nothing
+        return record, targets
+
+    def _answer(event: WebhookEvent, record: Delivery, targets: list[str], row: int | None) -> JSONResponse:
+        status, reason = record.status, record.reason
         log.info(
             "webhook.received",
             provider=event.provider,

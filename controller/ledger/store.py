@@ -440,31 +440,75 @@ class Ledger:
     def record_delivery(self, delivery: Delivery, claimed_by: str | None = None) -> int | None:
         """Record a delivery before it is acknowledged (claimed by the replica `claimed_by`, which
         processes it): its row id, or None when its id was seen before (a replay)."""
+        return self.record_deliveries([delivery], claimed_by)[0]
+
+    def record_deliveries(self, deliveries: Sequence[Delivery], claimed_by: str | None = None) -> list[int | None]:
+        """Record deliveries in one transaction (a group commit: one disk sync for many), each
+        claimed by `claimed_by`: per delivery its row id, or None when its (provider, id) was seen
+        before, in the ledger or earlier in `deliveries` (a replay)."""
+        if not deliveries:
+            return []
+        keys = [(d.provider, d.delivery_id) for d in deliveries]
         try:
             with self.engine.begin() as conn:
-                inserted = conn.execute(
-                    t.deliveries.insert().values(
-                        provider=delivery.provider,
-                        delivery_id=delivery.delivery_id,
-                        event=delivery.event,
-                        kind=delivery.kind,
-                        repo=delivery.repo,
-                        ref=delivery.ref,
-                        commit=delivery.commit,
-                        pull_request=delivery.pull_request,
-                        project=delivery.project,
-                        web_url=delivery.web_url,
-                        status=delivery.status,
-                        reason=delivery.reason,
-                        received_at=_now(),
-                        processed_at=None if delivery.status == "queued" else _now(),
-                        claimed_by=claimed_by,
-                    )
-                )
-                key = inserted.inserted_primary_key
-                return int(key[0]) if key else None
+                return self._insert_new(conn, deliveries, keys, claimed_by)
         except sa.exc.IntegrityError:
-            return None
+            # another replica recorded one of them between the read and the insert: one by one,
+            # so the others are still recorded and only the replay gets None
+            if len(deliveries) == 1:
+                return [None]
+            return [self.record_deliveries([d], claimed_by)[0] for d in deliveries]
+
+    def _insert_new(
+        self, conn: Connection, deliveries: Sequence[Delivery], keys: list[tuple[str, str]], claimed_by: str | None
+    ) -> list[int | None]:
+        c = t.deliveries.c
+        fresh = self._unseen(conn, keys)
+        out: list[int | None] = [None] * len(deliveries)
+        if not fresh:
+            return out
+        now = _now()
+        rows = [
+            {
+                "provider": d.provider,
+                "delivery_id": d.delivery_id,
+                "event": d.event,
+                "kind": d.kind,
+                "repo": d.repo,
+                "ref": d.ref,
+                "commit": d.commit,
+                "pull_request": d.pull_request,
+                "project": d.project,
+                "web_url": d.web_url,
+                "status": d.status,
+                "reason": d.reason,
+                "received_at": now,
+                "processed_at": None if d.status == "queued" else now,
+                "claimed_by": claimed_by,
+            }
+            for d in (deliveries[i] for i in fresh)
+        ]
+        inserted = conn.execute(t.deliveries.insert().returning(c.id, sort_by_parameter_order=True), rows)
+        for i, (row_id,) in zip(fresh, inserted, strict=True):
+            out[i] = int(row_id)
+        return out
+
+    @staticmethod
+    def _unseen(conn: Connection, keys: list[tuple[str, str]]) -> list[int]:
+        """Positions in `keys` of (provider, delivery id) pairs neither in the ledger nor earlier in `keys`."""
+        c = t.deliveries.c
+        seen = {
+            (row.provider, row.delivery_id)
+            for row in conn.execute(
+                sa.select(c.provider, c.delivery_id).where(sa.tuple_(c.provider, c.delivery_id).in_(set(keys)))
+            )
+        }
+        fresh: list[int] = []
+        for i, key in enumerate(keys):
+            if key not in seen:
+                seen.add(key)
+                fresh.append(i)
+        return fresh
 
     def claim_orphans(self, replica: str, stale_after: float) -> list[Delivery]:
         """Claim, for `replica`, the queued deliveries no live replica holds: never claimed, or

@@ -55,6 +55,10 @@ __all__ = ["DURATION_BUCKETS", "LoopStats", "ReconcileLoop"]
 log = structlog.get_logger("liminal.loop")
 
 
+TRACKED_TTL = 5.0
+"""Seconds the poller keeps the list of tracked repositories before it reads it again: a
+repository added by the CLI is polled within this, and the table is not read every tick."""
+
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Upper bounds (seconds) of the run-duration histogram's buckets."""
 
@@ -163,6 +167,7 @@ class ReconcileLoop:
         self._repos: dict[str, _Repo] = {}
         self._cond = threading.Condition()
         self._stopping = False
+        self._stopped = threading.Event()  # the poller's tick: requests (which notify _cond) do not wake it
         self._threads: list[threading.Thread] = []
         self._to_ask: list[tuple[RepoRef, bool]] = []
         """Repositories due for a poll, with whether their drift check is due too."""
@@ -280,6 +285,7 @@ class ReconcileLoop:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -298,6 +304,8 @@ class ReconcileLoop:
     def _poll(self) -> None:
         beat_every = self.stale_after / 3
         next_beat = time.monotonic() + beat_every
+        tracked: list[RepoRef] = []
+        read_at = float("-inf")
         while True:
             with self._cond:
                 if self._stopping:
@@ -310,11 +318,12 @@ class ReconcileLoop:
                     self._adopt()
                 except Exception as exc:
                     log.warning("loop.beat_failed", error=str(exc))
-            try:
-                tracked = self.deps.ledger.repos()
-            except Exception as exc:
-                log.warning("loop.poll_failed", error=str(exc))
-                tracked = []
+            if time.monotonic() - read_at >= min(TRACKED_TTL, self.poll_interval):
+                try:
+                    tracked, read_at = self.deps.ledger.repos(), time.monotonic()
+                except Exception as exc:
+                    log.warning("loop.poll_failed", error=str(exc))
+                    tracked = []
             now = time.monotonic()
             due: list[tuple[RepoRef, bool]] = []
             for ref in tracked:
@@ -338,8 +347,7 @@ class ReconcileLoop:
                 with self._cond:
                     self._to_ask.extend(due)
                     self._cond.notify_all()
-            with self._cond:
-                self._cond.wait(1.0)
+            self._stopped.wait(1.0)
 
     def _drift(self, name: str, now: float) -> None:
         with self._cond:
