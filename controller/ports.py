@@ -226,8 +226,8 @@ class RunRecorder(Protocol):
         (only the repository's last check moves). True when the run is kept."""
         ...
 
-    def set_drift(self, repo: str, drift: Sequence[str]) -> None:
-        """Note what drifted, seen outside a run."""
+    def set_drift(self, repo: str, drift: Sequence[str]) -> bool:
+        """Note what drifted, seen outside a run (only when it differs from what is noted: True then)."""
         ...
 
     def prune_history(self, older_than: dt.timedelta, keep_runs: int) -> Pruned:

@@ -254,9 +254,11 @@ class FakeLedger:
             ok = bool(mine) and mine[-1].status in (RunStatus.SUCCEEDED, RunStatus.NOOP)
             return self._applied.get(repo) if ok and mine[-1].commit == self._applied.get(repo) else None
 
-    def set_drift(self, repo: str, drift: Sequence[str]) -> None:
+    def set_drift(self, repo: str, drift: Sequence[str]) -> bool:
         with self._guard:
-            self.drift[repo] = list(drift)
+            changed = self.drift.get(repo, []) != sorted(drift)
+            self.drift[repo] = sorted(drift)
+            return changed
 
     def drift_counts(self) -> list[tuple[str, bool, int]]:
         with self._guard:

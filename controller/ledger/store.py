@@ -53,6 +53,15 @@ HEAD_REVISION = "0008"
 opened without loading Alembic, which costs a CLI command a quarter of a second."""
 
 
+def _drift_values(conn: Connection, repo: str, drift: Sequence[str], now: dt.datetime | None = None) -> dict[str, Any]:
+    """The repository's drift columns for the finding `drift`: none when it is the one recorded."""
+    recorded = conn.execute(sa.select(t.repositories.c.drift).where(t.repositories.c.name == repo)).scalar()
+    found = sorted(drift)
+    if list(recorded or []) == found:
+        return {}
+    return {"drift": found, "drift_observed_at": now or _now()}
+
+
 def _delivery(row: Any) -> Delivery:
     return Delivery(
         provider=row["provider"],
@@ -211,15 +220,17 @@ class Ledger:
                 conn.execute(t.repositories.update().where(t.repositories.c.id == repo_id).values(**values))
         return self.repo(name)
 
-    def set_drift(self, repo: str, drift: Sequence[str]) -> None:
+    def set_drift(self, repo: str, drift: Sequence[str]) -> bool:
         """Record what a drift observation found ("kind/name" of each resource whose live state
-        differs from the ledger; empty when everything is as deployed)."""
+        differs from the ledger; empty when everything is as deployed). Written only when it
+        differs from what is recorded (a drift check every minute of every repository writes
+        nothing while nothing changes), so `drift_observed_at` is when this finding was first
+        made. True when it was written."""
         with self.engine.begin() as conn:
-            conn.execute(
-                t.repositories.update()
-                .where(t.repositories.c.name == repo)
-                .values(drift=sorted(drift), drift_observed_at=_now())
-            )
+            values = _drift_values(conn, repo, drift)
+            if values:
+                conn.execute(t.repositories.update().where(t.repositories.c.name == repo).values(**values))
+            return bool(values)
 
     def drift_counts(self) -> list[tuple[str, bool, int]]:
         """Each repository's name, self-heal switch and count of resources last seen drifted (one query)."""
@@ -370,7 +381,7 @@ class Ledger:
             row = conn.execute(sa.select(t.runs.c.repo_id, t.runs.c.commit).where(t.runs.c.id == run_id)).one()
             values: dict[str, Any] = {"last_error": error, "last_checked_at": now, "last_checked_commit": row.commit}
             if drift is not None:
-                values |= {"drift": sorted(drift), "drift_observed_at": now}
+                values |= _drift_values(conn, repo, drift, now)
             previous = None
             if forget_if_unchanged:
                 previous = conn.execute(

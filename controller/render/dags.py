@@ -7,6 +7,7 @@ count through LIMINAL_SPLIT_ID and LIMINAL_NUM_SPLITS, images named by content t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -51,6 +52,7 @@ _CONTAINER_TYPES = frozenset({"python", "spark"})
 _MARKER_TYPES = frozenset({"job_start", "job_end"})
 
 
+@functools.cache
 def loader_source() -> str:
     """The fixed loader text every DAG file starts with."""
     return resources.files("controller.render").joinpath("dag_loader.py").read_text(encoding="utf-8")
@@ -70,6 +72,7 @@ def repo_payload_folder(repo: str) -> str:
     return f"liminal__{slug}_{hashlib.sha256(repo.encode()).hexdigest()[:6]}"
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every repository at every drift check
 def repo_loader(repo: str) -> tuple[str, str]:
     """(file name, text) of the repository's loader file: fixed but for its folder's name, which is
     derived from the repository name and holds only `[a-z0-9_]`."""
