@@ -13,7 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from controller.ledger import Ledger
+from controller.ledger import tables as t
 from controller.model import RepoRef, RunStatus, Trigger
 from controller.render.dags import repo_payload_folder
 from controller.sync.reconcile import observe_drift, reconcile
@@ -75,6 +78,14 @@ def test_drift_is_observed_without_a_fetch_and_restored_while_git_is_down(tmp_pa
     assert observe_drift("hello", deps) == ["dag/hello_training"]
     assert payload.read_text() == edited  # observing changes nothing
     assert ledger.status("hello").drift == ("dag/hello_training",)
+    first_seen = ledger.status("hello").drift_observed_at
+    with ledger.engine.connect() as conn:
+        before = conn.execute(sa.select(t.repositories)).mappings().all()
+    assert observe_drift("hello", deps) == ["dag/hello_training"]  # seen again: nothing is written
+    with ledger.engine.connect() as conn:
+        assert conn.execute(sa.select(t.repositories)).mappings().all() == before
+    assert ledger.status("hello").drift_observed_at == first_seen, "when this drift was first seen"
+    assert ledger.set_drift("hello", ["dag/hello_training"]) is False
     assert reconcile("hello", deps).status is RunStatus.FAILED  # a fetching reconcile cannot run now
     assert ledger.status("hello").drift == ("dag/hello_training",)  # and a failed fetch keeps what was seen
 
