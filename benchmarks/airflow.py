@@ -36,7 +36,7 @@ from benchmarks.sync import git
 from controller.ledger import Ledger
 from controller.model import DagFile, Origin, RepoRef, ResourceKind, RunStatus
 from controller.render import RenderSettings, render
-from controller.render.dags import repo_loader, repo_payload_folder
+from controller.render.dags import dag_text, repo_loader, repo_payload_folder
 from controller.spec import discover, load
 from controller.sync.deps import Deps
 from controller.sync.reconcile import reconcile
@@ -222,13 +222,13 @@ def main() -> None:
                 assert isinstance(dag.artifact, DagFile)
                 if version == 0:
                     path.parent.mkdir(parents=True)
-                    path.write_text(dag.artifact.text)
+                    path.write_text(dag_text(dag.artifact))
                     port = _free_port()
                     procs = _default_airflow(home, port)
                     default_details = _Details(f"http://127.0.0.1:{port}", "admin", "bench")
                     default_details.wait_for(dag.key.name, dag.content_hash, time.perf_counter())
                     continue
-                path.with_suffix(".tmp").write_text(dag.artifact.text)
+                path.with_suffix(".tmp").write_text(dag_text(dag.artifact))
                 started = time.perf_counter()
                 os.replace(path.with_suffix(".tmp"), path)
                 dropped.append(default_details.wait_for(dag.key.name, dag.content_hash, started))

@@ -15,6 +15,7 @@ from pathlib import Path
 from benchmarks.corpus import big_liminal_yml
 from controller.model import DagFile, Origin
 from controller.render import RenderSettings, render
+from controller.render.dags import dag_text
 from controller.spec import discover, load
 
 RUNS = 5
@@ -41,7 +42,7 @@ def main() -> None:
             state = render(spec, root, RenderSettings(), Origin("bench", "0" * 40))
             times.append((time.perf_counter() - start) * 1000)
         assert state is not None
-        dag_bytes = sum(len(r.artifact.text) for r in state.resources if isinstance(r.artifact, DagFile))
+        dag_bytes = sum(len(dag_text(r.artifact)) for r in state.resources if isinstance(r.artifact, DagFile))
         print(f"load 50x20 liminal.yml:            {load_ms:7.1f} ms")
         print(f"render (first run):                {times[0]:7.1f} ms")
         print(f"render (median of next {RUNS - 1}):       {statistics.median(times[1:]):7.1f} ms")

@@ -461,11 +461,12 @@ class ImageBuild:
 @dataclass(frozen=True, slots=True)
 class DagFile:
     """A rendered Airflow DAG: `payload` is the stamped pipeline as one line of JSON (what the
-    controller delivers); `text` is the standalone file, the fixed loader followed by that JSON."""
+    controller delivers). The standalone file (the fixed loader followed by that JSON) is made
+    from it when written (controller.render.dags.dag_text): kept per DAG, the loader was 95% of
+    every desired state in memory and on disk."""
 
     dag_id: str
     filename: str
-    text: str
     payload: str
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from controller.errors import ConfigError
 from controller.model import DagFile, DesiredState, ImageBuild, ResourceKind, ServiceDeployment
+from controller.render.dags import dag_text
 from controller.render.hashing import plain
 
 __all__ = ["INDEX", "resources_index", "write_render"]
@@ -70,7 +71,7 @@ def write_render(desired: DesiredState, out: Path) -> int:
 
 def _files(kind: ResourceKind, name: str, body: Any, artifact: object) -> list[tuple[str, bytes]]:
     if isinstance(artifact, DagFile):
-        return [(f"dags/{artifact.filename}", artifact.text.encode())]
+        return [(f"dags/{artifact.filename}", dag_text(artifact).encode())]
     if isinstance(artifact, ImageBuild):
         folder = f"images/{name.replace('/', '__').replace(':', '_')}"
         listing = "".join(f"{f.mode:o} {f.sha256} {f.path}\n" for f in artifact.files)

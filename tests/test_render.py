@@ -12,7 +12,7 @@ import pytest
 
 from controller.model import DagFile, DesiredState, ImageBuild, Origin, ResourceKind
 from controller.render import RenderSettings, ServingTarget, render
-from controller.render.dags import cpu_count, memory_bytes, split_dag_text
+from controller.render.dags import cpu_count, dag_text, memory_bytes, split_dag_text
 from controller.render.dockerignore import parse_dockerignore
 from controller.spec import discover, load
 
@@ -102,7 +102,7 @@ def test_dag_payload_follows_liminal_task_order_and_partitions(tmp_path: Path) -
     assert tasks["prepare"]["volumes"] == [{"name": "data", "claim_name": "data-pvc"}]
     artifact = dag.artifact
     assert isinstance(artifact, DagFile)
-    _, payload = split_dag_text(artifact.text)
+    _, payload = split_dag_text(dag_text(artifact))
     stamped = json.loads(payload)
     assert stamped["tags"] == ["liminal", "repo:hello", "commit:0123456789ab"]
     assert stamped["timeout_minutes"] == 30 and stamped["schedule"] == "0 6 * * *"
@@ -233,7 +233,7 @@ def test_origin_is_stamped_outside_the_hash(tmp_path: Path) -> None:
     assert annotations["liminal-gitops/content-hash"] == svc_two.content_hash
     (dag_two,) = [r.artifact for r in two.resources if isinstance(r.artifact, DagFile)]
     assert isinstance(dag_two, DagFile)
-    assert "commit:bbbbbbbbbbbb" in dag_two.text
+    assert "commit:bbbbbbbbbbbb" in dag_text(dag_two)
 
 
 def test_same_image_name_with_different_content_in_two_files_is_an_input_error(

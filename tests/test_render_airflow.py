@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from controller.model import DagFile, Origin, ResourceKind
 from controller.render import RenderSettings, ServingTarget, render
 from controller.render.dag_loader import runtime_filler
-from controller.render.dags import split_dag_text
+from controller.render.dags import dag_text, split_dag_text
 from controller.spec import discover, load
 from tests.conftest import REPO
 from tests.test_corpus import LOADS
@@ -115,7 +115,7 @@ def _render_dags(root: Path, out: Path, repo: str, settings: RenderSettings = K8
     out.mkdir(parents=True)
     files = [r.artifact for r in state.resources if isinstance(r.artifact, DagFile)]
     for f in files:
-        (out / f.filename).write_text(f.text, encoding="utf-8")
+        (out / f.filename).write_text(dag_text(f), encoding="utf-8")
     return files
 
 
@@ -184,7 +184,7 @@ def test_dag_code_is_byte_identical_whatever_the_strings(tmp_path: Path) -> None
     for i, text in enumerate([*HOSTILE, "plain"]):
         root = _hostile_repo(tmp_path / f"r{i}", text)
         (dag,) = _render_dags(root, tmp_path / f"out{i}", "hostile")
-        code, payload = split_dag_text(dag.text)
+        code, payload = split_dag_text(dag_text(dag))
         codes.add(code)
         data = json.loads(payload)
         assert data["tasks"][1]["variables"] == {"hostile": text}
@@ -675,7 +675,7 @@ def test_generated_specs_that_validate_render_and_import_in_airflow(tmp_path: Pa
         out.mkdir()
         for resource in state.resources:
             if isinstance(resource.artifact, DagFile):
-                (out / resource.artifact.filename).write_text(resource.artifact.text, encoding="utf-8")
+                (out / resource.artifact.filename).write_text(dag_text(resource.artifact), encoding="utf-8")
         rendered.append(
             (out, sum(p.partitions + 2 if p.partitions > 1 else 1 for p in spec.systems[0].pipelines[0].tasks))
         )

@@ -318,6 +318,59 @@ def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Pa
     }
 
 
+def test_a_new_process_loads_and_renders_only_what_a_commit_changed_from_the_stored_parts(tmp_path: Path) -> None:
+    import dataclasses
+
+    from benchmarks.sync import pipeline_yml
+    from controller.sync.cache import DesiredStore
+
+    remote = tmp_path / "remote"
+    for i in range(5):
+        write_file(remote / f"p{i}" / "liminal.yml", pipeline_yml(i, i))
+        write_file(remote / f"p{i}" / "step.py", f"print({i})\n")
+    git(remote, "init", "-q", "-b", "main")
+    commit_all(remote, "five")
+    store = DesiredStore(tmp_path / "desired")
+    first = dataclasses.replace(render_only_deps(tmp_path, RenderCache()), store=store)
+    ref = RepoRef("five", str(remote))
+    desired_for(first.source.fetch(ref), first)
+    units = sorted((tmp_path / "desired" / "units").iterdir())
+    assert len(units) == 15, "per pipeline file: its parse, its system with its DAGs, its image"
+
+    write_file(remote / "p3" / "liminal.yml", pipeline_yml(3, 30))
+    commit_all(remote, "one pipeline")
+    cache = RenderCache()  # another process: its own memory, the same folder
+    second = dataclasses.replace(first, cache=cache, store=DesiredStore(tmp_path / "desired"))
+    snapshot = second.source.fetch(ref)
+    made = desired_for(snapshot, second)
+    assert {k: v for k, v in cache.stats().items() if v} == {
+        "desired_made": 1,
+        "file_made": 1,
+        "file_reused": 4,
+        "system_made": 1,
+        "system_reused": 4,
+        "image_made": 1,
+        "image_reused": 4,
+        "dags_made": 1,
+        "dags_reused": 4,
+    }
+    fresh = desired_for(snapshot, render_only_deps(tmp_path))
+    assert [(r.key, r.content_hash, r.body, r.artifact) for r in made.resources] == [
+        (r.key, r.content_hash, r.body, r.artifact) for r in fresh.resources
+    ]
+    added = set((tmp_path / "desired" / "units").iterdir()) - set(units)
+    assert len(added) == 3, "the changed file's units are written; the others are on disk already"
+    for unit in units[:2]:  # a unit gone (tidied, or unreadable) is made again, nothing else
+        unit.write_bytes(b"not a unit")
+    third = dataclasses.replace(first, cache=RenderCache(), store=DesiredStore(tmp_path / "desired"))
+    write_file(remote / "p1" / "liminal.yml", pipeline_yml(1, 10))
+    commit_all(remote, "another")
+    snapshot = third.source.fetch(ref)
+    assert [(r.key, r.content_hash) for r in desired_for(snapshot, third).resources] == [
+        (r.key, r.content_hash) for r in desired_for(snapshot, render_only_deps(tmp_path)).resources
+    ]
+
+
 def test_tree_ids_leave_out_directories_holding_symlinks(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     write_file(remote / "a" / "b" / "f.txt", "x")

@@ -731,9 +731,10 @@ class Ledger:
             repo_id = self._repo_id(conn, repo)
             columns = [d.kind, d.name, d.content_hash, d.commit] + ([d.body] if bodies is True else [])
             out = {}
-            for r in conn.execute(sa.select(*columns).where(d.repo_id == repo_id)).mappings():
-                key = ResourceKey(repo, ResourceKind(r["kind"]), r["name"])
-                out[key] = Deployed(key, r["content_hash"], r["commit"], r["body"] if bodies is True else EMPTY)
+            kinds = {k.value: k for k in ResourceKind}  # a dict lookup, not an Enum call, per row
+            for row in conn.execute(sa.select(*columns).where(d.repo_id == repo_id)):
+                key = ResourceKey(repo, kinds[row[0]], row[1])
+                out[key] = Deployed(key, row[2], row[3], row[4] if bodies is True else EMPTY)
             if bodies is not True and bodies:
                 names = sorted({k.name for k in bodies if k in out})
                 for chunk in (names[i : i + 500] for i in range(0, len(names), 500)):

@@ -54,7 +54,11 @@ def desired_for(snapshot: Snapshot, deps: Deps) -> DesiredState:
 
 
 def _stored(key: tuple[object, ...], snapshot: Snapshot, deps: Deps, cache: RenderCache) -> DesiredState:
-    """The desired state from the disk store, or made (and stored) when it is not there."""
+    """The desired state from the disk store, or made (and stored) when it is not there.
+
+    Made in a process that has not rendered this repository (under these settings) yet, the
+    parts of its last render (parsed files, validated systems, image specs, DAG payloads) are
+    read first: only what the new commit's trees changed is loaded and rendered again."""
     store = deps.store
     if store is None:
         return _desired(snapshot, deps, cache.view(deps.source.trees(snapshot)))
@@ -62,8 +66,13 @@ def _stored(key: tuple[object, ...], snapshot: Snapshot, deps: Deps, cache: Rend
     found = store.get(name)
     if isinstance(found, DesiredState) and found.origin == Origin(snapshot.repo.name, snapshot.commit):
         return found
-    made = _desired(snapshot, deps, cache.view(deps.source.trees(snapshot)))
+    lineage = stable_key((key[0], *key[2:]))  # the same, but for the commit
+    if store.first_use(lineage):
+        cache.preload(store.parts(lineage))
+    view = cache.view(deps.source.trees(snapshot))
+    made = _desired(snapshot, deps, view)
     store.put(name, made)
+    store.put_parts(lineage, view.used())
     return made
 
 
