@@ -116,3 +116,30 @@ def _unchanged_polls(url: str) -> float:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     return float(next(x for x in metrics.splitlines() if x.startswith("liminal_polls_unchanged_total")).split()[-1])
+
+
+def test_a_push_of_what_is_live_or_behind_it_is_covered_by_one_ref_advertisement(
+    tmp_path: Path, served: tuple[Path, Path]
+) -> None:
+    remote, root = served
+    older = git(remote, "rev-parse", "main")
+    (remote / "notes.txt").write_text("newer\n")
+    live = commit_all(remote, "newer")
+    git(remote, "push", "-q", "origin", "main")
+    with serve_git(root) as server:
+        source = GitSource(tmp_path / "cache", policy=TEST_REMOTES)
+        repo = RepoRef("hello", url_of(server, "hello.git"))
+        assert not source.covers(repo, live, [live]), "no mirror yet: fetch"
+        assert source.fetch(repo).commit == live
+        before = len(server.requests)
+        assert source.covers(repo, live, [live, older]), "live, and an out-of-order push of its parent"
+        assert [(m, p) for m, p, _ in server.requests[before:]] == [
+            ("GET", "/hello.git/info/refs?service=git-upload-pack")
+        ]
+        assert not source.covers(repo, live, ["f" * 40]), "unknown here"
+        (remote / "notes.txt").write_text("newest\n")
+        commit_all(remote, "newest")
+        git(remote, "push", "-q", "origin", "main")
+        assert not source.covers(repo, live, [live]), "the branch moved on: fetch"
+        git(remote, "push", "-q", "--force", "origin", f"{older}:main")
+        assert not source.covers(repo, live, [older]), "forced back to an older commit: it must be deployed"

@@ -482,7 +482,7 @@ class GitSource:
     def covers(self, repo: RepoRef, applied: str, commits: list[str]) -> bool:
         """True when pushes of `commits` need no fetch: each is `applied` or one of its ancestors
         in the mirror (deliveries may arrive out of order), and the branch on the remote still
-        points at `applied` (`git ls-remote`: one round trip, no objects). A force-push back to
+        points at `applied` (its ref advertisement: one round trip, no objects). A force-push back to
         an older commit moves the branch, so it is not covered."""
         if not (self._folder(repo) / "mirror.git" / "HEAD").is_file():
             return False
@@ -494,14 +494,7 @@ class GitSource:
                 mirror.git.merge_base("--is-ancestor", commit, applied)
             except git.GitCommandError:
                 return False  # unknown here, or not behind what is live
-        try:
-            with mirror.git.custom_environment(**self._env(repo.url)):
-                listed = str(
-                    mirror.git.ls_remote("--", repo.url, f"refs/heads/{repo.branch}", kill_after_timeout=self.timeout)
-                )
-        except git.GitCommandError:
-            return False
-        return listed.split("\t", 1)[0].strip() == applied
+        return self.remote_heads([repo]).get(repo.name) == applied
 
     def _mirror(self, repo: RepoRef) -> git.Repo:
         path = self._folder(repo) / "mirror.git"
