@@ -24,34 +24,23 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.corpus import big_liminal_yml
 from benchmarks.sync import git
-from benchmarks.webhooks import send_all, signed
+from benchmarks.webhooks import free_port, running, send_all, signed
 from controller.ledger import Ledger
 from controller.model import RepoRef
 from tests.git_http import serve_git, url_of
 
 SECRET = "scale-bench"
 EXE = str(Path(sys.executable).parent / "liminal")
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -78,23 +67,6 @@ def _env(base: Path, **extra: str) -> dict[str, str]:
         "LIMINAL_LOG_FORMAT": "json",
         **extra,
     }
-
-
-@contextmanager
-def _running(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(600):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.1)
-            yield proc
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
 
 
 def _system(work: Path, pipelines: int, tasks: int) -> None:
@@ -131,10 +103,10 @@ def _idle(
     for name in names:
         if name not in known:
             ledger.add_repo(RepoRef(name, url_of(server, f"{name}.git")))
-    port = _port()
+    port = free_port()
     env = _env(base, LIMINAL_POLL_INTERVAL=interval, LIMINAL_DRIFT_INTERVAL=drift, LIMINAL_GITHUB_WEBHOOK_SECRET=SECRET)
     log = base / f"serve-{count}-{drift}.log"
-    with _running([EXE, "serve", "--listen", f"127.0.0.1:{port}"], env, port, log) as proc:
+    with running([EXE, "serve", "--listen", f"127.0.0.1:{port}"], env, port, log) as proc:
         began = time.monotonic()
         while _live(ledger, names) < count:
             time.sleep(2)
@@ -213,10 +185,10 @@ def _push_and_ingest(
 ) -> tuple[list[float], tuple[tuple[float, float], tuple[float, float]]]:
     base = root / f"run-{count}"  # the ledger and cache of the largest idle run: all live already
     ledger = Ledger(f"sqlite:///{base / 'ledger.db'}")
-    port = _port()
+    port = free_port()
     env = _env(base, LIMINAL_POLL_INTERVAL=interval, LIMINAL_GITHUB_WEBHOOK_SECRET=SECRET)
     latencies: list[float] = []
-    with _running([EXE, "serve", "--listen", f"127.0.0.1:{port}"], env, port, base / "serve-push.log"):
+    with running([EXE, "serve", "--listen", f"127.0.0.1:{port}"], env, port, base / "serve-push.log"):
         for i in range(20):
             name = f"r{(i * 37) % count:04d}"
             work = root / f"work-{i}"
@@ -247,7 +219,7 @@ def _push_and_ingest(
         bodies = signed(SECRET, payload, 3000, prefix="ingest")
         ours = _rate(send_all(port, bodies))
     ledger.close()
-    plain_port = _port()
+    plain_port = free_port()
     command = [
         sys.executable,
         "-m",
@@ -258,7 +230,7 @@ def _push_and_ingest(
         "--log-level",
         "warning",
     ]
-    with _running(command, {**os.environ, "BENCH_SECRET": SECRET}, plain_port, root / "hmac-only.log"):
+    with running(command, {**os.environ, "BENCH_SECRET": SECRET}, plain_port, root / "hmac-only.log"):
         plain = _rate(send_all(plain_port, signed(SECRET, payload, 3000, prefix="plain")))
     return latencies, (ours, plain)
 

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.sync import git
@@ -33,12 +36,29 @@ THREADS = 8
 SECRET = "bench-" + uuid.uuid4().hex
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (output to `log`), once its /healthz answers; stopped with SIGTERM after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(600):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
 
 
 def signed(secret: str, payload: dict[str, object], count: int, prefix: str = "bench") -> list[tuple[str, bytes, str]]:
@@ -113,7 +133,7 @@ def main() -> None:
         ledger_url = f"sqlite:///{base / 'ledger.db'}"
         ledger = Ledger(ledger_url)
         ledger.add_repo(RepoRef("bench", str(remote)))
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "LIMINAL_HOME": str(base / "home"),
@@ -127,19 +147,7 @@ def main() -> None:
             "LIMINAL_ALLOW_LOCAL_REMOTES": "true",  # the tracked remote is a directory here
         }
         exe = str(Path(sys.executable).parent / "liminal")
-        server = subprocess.Popen(
-            [exe, "serve", "--listen", f"127.0.0.1:{port}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(300):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.1)
+        with running([exe, "serve", "--listen", f"127.0.0.1:{port}"], env, port, base / "serve.log"):
             payload = {
                 "ref": "refs/heads/main",
                 "after": commit,
@@ -150,9 +158,6 @@ def main() -> None:
             }
             bodies = signed(SECRET, payload, DELIVERIES)
             latencies, statuses, seconds = send_all(port, bodies)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
         persisted = len(ledger.deliveries(DELIVERIES + 10))
         runs = len(ledger.history("bench", limit=1000))
         ledger.close()
