@@ -91,15 +91,20 @@ class GroupCommit(Generic[T, R]):
         except Exception as exc:  # every caller of the group gets it; the thread goes on
             results = [exc] * len(group)
         self.groups += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]] = {}
         for (_, future, loop), result in zip(group, results, strict=True):
-            with contextlib.suppress(RuntimeError):  # that caller's event loop is closed: no one waits
-                loop.call_soon_threadsafe(_resolve, future, result)
+            by_loop.setdefault(loop, []).append((future, result))
+        for loop, settled in by_loop.items():
+            # one wake-up of each event loop per group, not one per caller
+            with contextlib.suppress(RuntimeError):  # that event loop is closed: no one waits
+                loop.call_soon_threadsafe(_resolve, settled)
 
 
-def _resolve(future: asyncio.Future[R], result: R | BaseException) -> None:
-    if future.done():
-        return  # the caller gave up (its client went away); the item was handled all the same
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _resolve(settled: list[tuple[asyncio.Future[R], R | BaseException]]) -> None:
+    for future, result in settled:
+        if future.done():
+            continue  # the caller gave up (its client went away); the item was handled all the same
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
