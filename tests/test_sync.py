@@ -287,7 +287,8 @@ def test_cached_render_equals_full_render_across_commits(tmp_path: Path, remote:
     assert all(a != b for a, b in itertools.pairwise(seen))
 
 
-def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Path) -> None:
+def _five_pipelines(tmp_path: Path) -> Path:
+    """A repository of five systems of one pipeline each, each with its own image."""
     from benchmarks.sync import pipeline_yml
 
     remote = tmp_path / "remote"
@@ -296,6 +297,27 @@ def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Pa
         write_file(remote / f"p{i}" / "step.py", f"print({i})\n")
     git(remote, "init", "-q", "-b", "main")
     commit_all(remote, "five")
+    return remote
+
+
+ONE_OF_FIVE = {
+    "desired_made": 1,
+    "file_made": 1,
+    "file_reused": 4,
+    "system_made": 1,
+    "system_reused": 4,
+    "image_made": 1,  # the image's tree holds the changed liminal.yml
+    "image_reused": 4,
+    "dags_made": 1,
+    "dags_reused": 4,
+}
+"""What a commit changing one of _five_pipelines costs the render cache."""
+
+
+def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Path) -> None:
+    from benchmarks.sync import pipeline_yml
+
+    remote = _five_pipelines(tmp_path)
     cache = RenderCache()
     deps = render_only_deps(tmp_path, cache)
     ref = RepoRef("five", str(remote))
@@ -305,17 +327,7 @@ def test_a_one_pipeline_change_loads_and_renders_only_that_pipeline(tmp_path: Pa
     commit_all(remote, "one pipeline")
     desired_for(deps.source.fetch(ref), deps)
     delta = {k: v - before.get(k, 0) for k, v in cache.stats().items() if v != before.get(k, 0)}
-    assert delta == {
-        "desired_made": 1,
-        "file_made": 1,
-        "file_reused": 4,
-        "system_made": 1,
-        "system_reused": 4,
-        "image_made": 1,  # the image's tree holds the changed liminal.yml
-        "image_reused": 4,
-        "dags_made": 1,
-        "dags_reused": 4,
-    }
+    assert delta == ONE_OF_FIVE
 
 
 def test_a_new_process_loads_and_renders_only_what_a_commit_changed_from_the_stored_parts(tmp_path: Path) -> None:
@@ -324,12 +336,7 @@ def test_a_new_process_loads_and_renders_only_what_a_commit_changed_from_the_sto
     from benchmarks.sync import pipeline_yml
     from controller.sync.cache import DesiredStore
 
-    remote = tmp_path / "remote"
-    for i in range(5):
-        write_file(remote / f"p{i}" / "liminal.yml", pipeline_yml(i, i))
-        write_file(remote / f"p{i}" / "step.py", f"print({i})\n")
-    git(remote, "init", "-q", "-b", "main")
-    commit_all(remote, "five")
+    remote = _five_pipelines(tmp_path)
     store = DesiredStore(tmp_path / "desired")
     first = dataclasses.replace(render_only_deps(tmp_path, RenderCache()), store=store)
     ref = RepoRef("five", str(remote))
@@ -343,17 +350,7 @@ def test_a_new_process_loads_and_renders_only_what_a_commit_changed_from_the_sto
     second = dataclasses.replace(first, cache=cache, store=DesiredStore(tmp_path / "desired"))
     snapshot = second.source.fetch(ref)
     made = desired_for(snapshot, second)
-    assert {k: v for k, v in cache.stats().items() if v} == {
-        "desired_made": 1,
-        "file_made": 1,
-        "file_reused": 4,
-        "system_made": 1,
-        "system_reused": 4,
-        "image_made": 1,
-        "image_reused": 4,
-        "dags_made": 1,
-        "dags_reused": 4,
-    }
+    assert {k: v for k, v in cache.stats().items() if v} == ONE_OF_FIVE
     fresh = desired_for(snapshot, render_only_deps(tmp_path))
     assert [(r.key, r.content_hash, r.body, r.artifact) for r in made.resources] == [
         (r.key, r.content_hash, r.body, r.artifact) for r in fresh.resources
