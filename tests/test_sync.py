@@ -553,3 +553,15 @@ def test_a_desired_state_rendered_by_one_process_is_read_by_the_next_and_only_un
     stored.write_bytes(b"not a state")  # unreadable: rendered again, with a warning
     third = desired_for(snapshot, dataclasses.replace(first, cache=RenderCache()))
     assert third == made and len(list((tmp_path / "desired").glob("*.pickle"))) == 2
+
+
+def test_the_desired_store_keeps_its_bound_and_the_newest_states(tmp_path: Path) -> None:
+    from controller.sync.cache import DesiredStore
+
+    store = DesiredStore(tmp_path / "desired", keep=20)
+    for i in range(40):
+        store.put(f"k{i:02d}", {"state": i})
+    kept = list((tmp_path / "desired").glob("*.pickle"))
+    assert 20 <= len(kept) <= 22, "pruned after every tenth of the bound of writes"
+    assert all(store.get(f"k{i:02d}") == {"state": i} for i in range(30, 40)), "the newest stay"
+    assert store.get("k00") is None, "the oldest went first"

@@ -111,9 +111,11 @@ class DesiredStore:
       changed is loaded and rendered. Parts are content-keyed units, one file each: a commit
       that changed one file writes that file's units, not the repository's.
 
-    At most `keep` states and `keep_units` units are kept, the least recently used removed first."""
+    At most `keep` states (one per repository and commit; a 10-pipeline state is about 10 KB)
+    and `keep_units` units are kept, the least recently used removed first (each folder is
+    pruned after every tenth of its bound of writes, so it may pass the bound by that much)."""
 
-    def __init__(self, folder: Path, keep: int = 200, keep_units: int = 20_000) -> None:
+    def __init__(self, folder: Path, keep: int = 5_000, keep_units: int = 20_000) -> None:
         self.folder = folder
         self.keep = keep
         self.keep_units = keep_units
@@ -121,6 +123,7 @@ class DesiredStore:
         self._units = folder / "units"
         self._used: set[str] = set()
         self._lock = threading.Lock()
+        self._written: dict[Path, int] = {}  # files written per folder since it was last pruned
 
     def first_use(self, key: str) -> bool:
         """True the first time this process asks about `key` (after that, what it stored is in
@@ -137,7 +140,7 @@ class DesiredStore:
     def put(self, key: str, value: object) -> None:
         """Store `value` under `key` (atomically: a reader sees the whole state or none)."""
         if self._write(self.folder, f"{self._code[:16]}-{key}.pickle", value):
-            _keep_newest(self.folder, self.keep)
+            self._prune(self.folder, self.keep)
 
     def parts(self, lineage: str) -> list[tuple[str, Hashable, object]]:
         """The (space, key, value) entries of the last render stored under `lineage` (a
@@ -164,8 +167,17 @@ class DesiredStore:
             else:
                 wrote = self._write(self._units, path.name, unit) or wrote
         if wrote:
-            _keep_newest(self._units, self.keep_units)
+            self._prune(self._units, self.keep_units)
         self._write(self.folder, f"{self._code[:16]}-{lineage}.parts", names)
+
+    def _prune(self, folder: Path, keep: int) -> None:
+        """Keep the `keep` most recently used files of `folder`: looked at after every tenth of
+        `keep` writes (a listing of thousands of files per write would cost more than the write)."""
+        with self._lock:
+            written = self._written.get(folder, keep) + 1  # the first write of a process looks
+            self._written[folder] = 0 if written > keep // 10 else written
+        if written > keep // 10:
+            _keep_newest(folder, keep)
 
     def _read(self, path: Path) -> object | None:
         try:
