@@ -7,12 +7,15 @@ real process against the real Docker engine and registry."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from controller.ledger import Ledger
@@ -215,3 +218,38 @@ def test_liminal_plan_shows_the_drift_and_the_next_sync_does_exactly_that(tmp_pa
         in after.stdout
     )
     assert after.stdout.endswith("No changes to what this controller deploys; 4 resource(s) are not deployed here.\n")
+
+
+def test_a_dag_file_seen_as_deployed_is_not_read_again_until_it_changes_even_with_its_times_set_back(
+    tmp_path: Path, sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.targets import dag_folder
+
+    remote = example_remote(tmp_path)
+    sqlite_ledger.add_repo(RepoRef("hello", str(remote), self_heal=False))
+    deps = make_deps(tmp_path, sqlite_ledger)
+    assert reconcile("hello", deps).status is RunStatus.SUCCEEDED
+    real_ns = time.time_ns
+    # files written within the last 2 s are read every time (a write in the same clock tick as
+    # a read could keep the same times): the checks here happen a minute later
+    monkeypatch.setattr(dag_folder, "time", SimpleNamespace(time_ns=lambda: real_ns() + 60_000_000_000))
+    read: list[Path] = []
+    real_read = dag_folder._read
+
+    def reading(path: Path) -> str | None:
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(dag_folder, "_read", reading)
+    payload = _payload(tmp_path, "hello")
+    assert observe_drift("hello", deps) == []
+    assert payload in read
+    read.clear()
+    assert observe_drift("hello", deps) == []
+    assert read == [], "nothing changed: only looked at"
+
+    before = payload.stat()
+    _edit_by_hand(payload)  # the same size
+    os.utime(payload, ns=(before.st_atime_ns, before.st_mtime_ns))  # and its modification time set back
+    assert payload.stat().st_size == before.st_size
+    assert observe_drift("hello", deps) == ["dag/hello_training"], "its change time moved"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from controller.errors import TargetError
@@ -32,6 +33,9 @@ class DagFolderTarget:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        # path -> (the file's identity, what it was seen to hold: a desired content hash, or the
+        # loader): a file with the same identity is not read again at the next drift check
+        self._seen: dict[Path, tuple[tuple[int, ...], str]] = {}
 
     def payload_path(self, key: ResourceKey) -> Path:
         """Where the pipeline's JSON payload lives (TargetError for a name validation would refuse)."""
@@ -47,24 +51,52 @@ class DagFolderTarget:
         """The desired hash where the payload on disk is the desired one (its origin stamp, which
         names the commit it was delivered from, aside); otherwise the hash stamped in it, `edited`
         when that stamp is the desired one but the content differs, or None when it is absent or
-        the repository's loader file is missing or edited."""
+        the repository's loader file is missing or edited.
+
+        A file seen to be as desired is read again only when its identity changed (inode, size,
+        modification and change times, as git's index tells a changed file): any write, rename
+        or `touch` changes its change time, which no one can set back."""
         loaders: dict[str, bool] = {}
         out: dict[ResourceKey, str | None] = {}
         for r in resources:
             if r.key.repo not in loaders:
-                loaders[r.key.repo] = _read(self.loader_path(r.key.repo)) == repo_loader(r.key.repo)[1]
-            text = _read(self.payload_path(r.key)) if loaders[r.key.repo] else None
-            if text is None:
-                out[r.key] = None
-                continue
-            on_disk = _parsed(text)  # once per file: this runs for every DAG every drift round
-            stamp = _stamp_of(on_disk)
-            if stamp == r.content_hash:
-                same = _unstamped(on_disk) == _unstamped(_parsed(_dag_of(r).payload))
-                out[r.key] = r.content_hash if same else "edited"
-            else:
-                out[r.key] = stamp
+                loaders[r.key.repo] = self._holds(self.loader_path(r.key.repo), _LOADER, _loader_is(r.key.repo))
+            out[r.key] = self._observed(r) if loaders[r.key.repo] else None
+        if len(self._seen) > _SEEN_AT_MOST:
+            self._seen.clear()
         return out
+
+    def _observed(self, r: Resource) -> str | None:
+        path = self.payload_path(r.key)
+        identity = _identity(path)
+        if identity is not None and self._seen.get(path) == (identity, r.content_hash):
+            return r.content_hash
+        text = _read(path)
+        if text is None:
+            return None
+        on_disk = _parsed(text)  # once per file: this runs for every DAG every drift round
+        stamp = _stamp_of(on_disk)
+        if stamp != r.content_hash:
+            return stamp
+        if _unstamped(on_disk) != _unstamped(_parsed(_dag_of(r).payload)):
+            return "edited"
+        self._remember(path, identity, r.content_hash)
+        return r.content_hash
+
+    def _holds(self, path: Path, what: str, check: Callable[[str | None], bool]) -> bool:
+        identity = _identity(path)
+        if identity is not None and self._seen.get(path) == (identity, what):
+            return True
+        if not check(_read(path)):
+            return False
+        self._remember(path, identity, what)
+        return True
+
+    def _remember(self, path: Path, identity: tuple[int, ...] | None, what: str) -> None:
+        # racy files (changed within the last 2 s, as git's index treats them) are not
+        # remembered: a write in the same clock tick as the read could keep the same times
+        if identity is not None and time.time_ns() - identity[-1] > 2_000_000_000:
+            self._seen[path] = (identity, what)
 
     def apply(self, resources: Sequence[Resource], source: Snapshot) -> Iterator[TargetResult]:
         """Write each payload (and the loader file when missing or changed)."""
@@ -107,6 +139,25 @@ class DagFolderTarget:
                 write_atomic(loader_path, loader_text)
         except OSError as exc:
             raise TargetError(str(key), f"cannot write {exc.filename or path}: {exc.strerror}") from exc
+
+
+_LOADER = "loader"
+_SEEN_AT_MOST = 500_000
+"""Files remembered as seen (about 200 bytes each); past it the memory starts again."""
+
+
+def _loader_is(repo: str) -> Callable[[str | None], bool]:
+    return lambda text: text == repo_loader(repo)[1]
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes whenever the file's content may have: device, inode, size, modification and
+    change times (ns; the change time last). None when it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _dag_of(resource: Resource) -> DagFile:
