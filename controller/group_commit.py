@@ -38,8 +38,6 @@ class GroupCommit(Generic[T, R]):
         self._queue: queue.SimpleQueue[_Waiting[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.groups = 0
-        """Groups handled so far (a figure for tests and metrics)."""
 
     async def submit(self, item: T) -> R:
         """`item`'s result, once the group it joined has been handled."""
@@ -90,7 +88,6 @@ class GroupCommit(Generic[T, R]):
                 raise RuntimeError(f"{self.name}: {len(results)} results for {len(group)} items")
         except Exception as exc:  # every caller of the group gets it; the thread goes on
             results = [exc] * len(group)
-        self.groups += 1
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]] = {}
         for (_, future, loop), result in zip(group, results, strict=True):
             by_loop.setdefault(loop, []).append((future, result))
