@@ -332,14 +332,11 @@ def test_a_token_that_cannot_create_check_runs_falls_back_to_statuses(
     assert "You must authenticate via a GitHub App" in refused[0]["error"] and token not in logs
 
 
-def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews_and_reruns_them(
-    tmp_path: Path, hello: tuple[Ledger, Path]
-) -> None:
+def _app_key() -> tuple[str, str]:
+    """A GitHub App's private key (PEM, as the operator gives it) and its public key (PEM, for the fake)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    ledger, remote = hello
-    head = _branch(remote, _schedule(9), "a later schedule")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -349,6 +346,15 @@ def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews_
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+    return private, public
+
+
+def test_a_github_app_creates_the_check_runs_with_installation_tokens_it_renews_and_reruns_them(
+    tmp_path: Path, hello: tuple[Ledger, Path]
+) -> None:
+    ledger, remote = hello
+    head = _branch(remote, _schedule(9), "a later schedule")
+    private, public = _app_key()
     (tmp_path / "app.pem").write_text(private)
     # tokens live 5 minutes and 3 seconds: the controller replaces them 5 minutes before they expire
     api = FakeGitHub(None, app=("123456", public), token_ttl=303)
@@ -593,24 +599,13 @@ def test_a_repository_page_that_could_end_a_link_is_not_used_for_links() -> None
 
 
 def test_a_configured_installation_is_used_as_is_and_half_an_app_is_refused(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     from controller.cli import _check_reporters
     from controller.config import controller_settings
     from controller.errors import ConfigError
     from webhooks.forge import ForgeApi
     from webhooks.github_app import GitHubAppTokens
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private, public = _app_key()
     api = FakeGitHub(None, app=("77", public), installation=991)
     try:
         tokens = GitHubAppTokens("77", private, ForgeApi("GitHub", api.url), installation_id="991")
