@@ -53,6 +53,10 @@ HEAD_REVISION = "0008"
 opened without loading Alembic, which costs a CLI command a quarter of a second."""
 
 
+_KINDS = {k.value: k for k in ResourceKind}
+"""Resource kinds by stored value: a dict lookup, not an Enum call, for every deployed row."""
+
+
 def _drift_values(conn: Connection, repo: str, drift: Sequence[str], now: dt.datetime | None = None) -> dict[str, Any]:
     """The repository's drift columns for the finding `drift`: none when it is the one recorded."""
     recorded = conn.execute(sa.select(t.repositories.c.drift).where(t.repositories.c.name == repo)).scalar()
@@ -731,9 +735,8 @@ class Ledger:
             repo_id = self._repo_id(conn, repo)
             columns = [d.kind, d.name, d.content_hash, d.commit] + ([d.body] if bodies is True else [])
             out = {}
-            kinds = {k.value: k for k in ResourceKind}  # a dict lookup, not an Enum call, per row
             for row in conn.execute(sa.select(*columns).where(d.repo_id == repo_id)):
-                key = ResourceKey(repo, kinds[row[0]], row[1])
+                key = ResourceKey(repo, _KINDS[row[0]], row[1])
                 out[key] = Deployed(key, row[2], row[3], row[4] if bodies is True else EMPTY)
             if bodies is not True and bodies:
                 names = sorted({k.name for k in bodies if k in out})

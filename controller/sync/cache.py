@@ -74,7 +74,7 @@ class _StatePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
         params = getattr(cls, "__dataclass_params__", None)
-        if params is not None and params.frozen and not isinstance(obj, type):
+        if params is not None and params.frozen:  # an instance: a dataclass's own type is `type`
             return _rebuilt, (cls, tuple(getattr(obj, n) for n in _field_names(cls)))
         return NotImplemented
 

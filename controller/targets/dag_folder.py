@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from controller.errors import TargetError
@@ -60,7 +60,7 @@ class DagFolderTarget:
         out: dict[ResourceKey, str | None] = {}
         for r in resources:
             if r.key.repo not in loaders:
-                loaders[r.key.repo] = self._holds(self.loader_path(r.key.repo), _LOADER, _loader_is(r.key.repo))
+                loaders[r.key.repo] = self._loader_intact(r.key.repo)
             out[r.key] = self._observed(r) if loaders[r.key.repo] else None
         if len(self._seen) > _SEEN_AT_MOST:
             self._seen.clear()
@@ -69,7 +69,7 @@ class DagFolderTarget:
     def _observed(self, r: Resource) -> str | None:
         path = self.payload_path(r.key)
         identity = _identity(path)
-        if identity is not None and self._seen.get(path) == (identity, r.content_hash):
+        if self._seen_as(path, identity, r.content_hash):
             return r.content_hash
         text = _read(path)
         if text is None:
@@ -83,14 +83,19 @@ class DagFolderTarget:
         self._remember(path, identity, r.content_hash)
         return r.content_hash
 
-    def _holds(self, path: Path, what: str, check: Callable[[str | None], bool]) -> bool:
+    def _loader_intact(self, repo: str) -> bool:
+        path = self.loader_path(repo)
         identity = _identity(path)
-        if identity is not None and self._seen.get(path) == (identity, what):
+        if self._seen_as(path, identity, _LOADER):
             return True
-        if not check(_read(path)):
+        if _read(path) != repo_loader(repo)[1]:
             return False
-        self._remember(path, identity, what)
+        self._remember(path, identity, _LOADER)
         return True
+
+    def _seen_as(self, path: Path, identity: tuple[int, ...] | None, what: str) -> bool:
+        """True when `path`, with this identity, was seen to hold `what` before."""
+        return identity is not None and self._seen.get(path) == (identity, what)
 
     def _remember(self, path: Path, identity: tuple[int, ...] | None, what: str) -> None:
         # racy files (changed within the last 2 s, as git's index treats them) are not
@@ -144,10 +149,6 @@ class DagFolderTarget:
 _LOADER = "loader"
 _SEEN_AT_MOST = 500_000
 """Files remembered as seen (about 200 bytes each); past it the memory starts again."""
-
-
-def _loader_is(repo: str) -> Callable[[str | None], bool]:
-    return lambda text: text == repo_loader(repo)[1]
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
